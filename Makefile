@@ -1,0 +1,11 @@
+# The few commands a person types; each is also a script for machines without make.
+.PHONY: run test setup
+
+run:
+	./run.sh
+
+test:
+	./test.sh
+
+setup:
+	scripts/setup.sh test

@@ -1,0 +1,34 @@
+"""termweb: terminals in the browser, each a tmux session that outlives its connection."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+from .config import Settings
+from .sessions import SessionRouter
+from .tmux import TmuxServer
+
+__version__ = "0.1.0"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app: settings from TERMWEB_* unless given, tmux started, routes bound."""
+    from . import gateway, web
+
+    settings = settings or Settings.from_env()
+    logging.getLogger("termweb").setLevel(settings.log_level.upper())
+    app = Flask(__name__, static_folder=str(ROOT / "static"),
+                template_folder=str(ROOT / "templates"))
+    app.config["SOCK_SERVER_OPTIONS"] = {
+        "ping_interval": settings.ping_interval or None,
+        "max_message_size": settings.max_message_bytes,
+    }
+    tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
+    tmux.start()
+    app.extensions["termweb"] = gateway.Gateway(settings, SessionRouter(tmux))
+    app.register_blueprint(web.bp)
+    app.register_blueprint(gateway.bp)
+    return app

@@ -1,0 +1,109 @@
+"""Settings read from ``TERMWEB_*`` environment variables.
+
+Every setting is documented in docs/configuration.md; keep the two in step.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+from dataclasses import dataclass, field, fields
+
+
+class ConfigError(ValueError):
+    """A ``TERMWEB_*`` variable has a value termweb cannot use."""
+
+
+def _default_shell() -> str:
+    try:
+        shell = pwd.getpwuid(os.getuid()).pw_shell
+    except KeyError:
+        shell = ""
+    return shell if shell and os.path.exists(shell) else "/bin/bash"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    workers: int = 1
+    worker_connections: int = 1000
+    max_terminals: int = 500
+    shell: str = field(default_factory=_default_shell)
+    tmux_socket: str = "termweb"
+    history_limit: int = 50000
+    max_message_bytes: int = 1024 * 1024
+    ping_interval: int = 25
+    send_buffer_bytes: int = 128 * 1024
+    allowed_origins: tuple[str, ...] = ()
+    ws_compression: bool = False
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get("TERMWEB_" + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for name in ("port", "workers", "worker_connections", "max_terminals",
+                     "history_limit", "max_message_bytes", "send_buffer_bytes"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TERMWEB_{name.upper()} must be positive")
+        if self.ping_interval < 0:
+            raise ConfigError("TERMWEB_PING_INTERVAL must be 0 (off) or positive")
+        if self.max_terminals >= self.worker_connections:
+            # Each terminal holds a worker connection for its whole life;
+            # without headroom the page and health checks stop answering.
+            raise ConfigError("TERMWEB_MAX_TERMINALS must be below TERMWEB_WORKER_CONNECTIONS")
+        if not os.access(self.shell, os.X_OK):
+            raise ConfigError(f"TERMWEB_SHELL {self.shell!r} is not an executable file")
+
+    @property
+    def bind(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _parse(name: str, kind: object, raw: str) -> object:
+    key = "TERMWEB_" + name.upper()
+    if kind in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, not {raw!r}") from None
+    if kind in (bool, "bool"):
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be on or off, not {raw!r}")
+    if "tuple" in str(kind):
+        return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    return raw
+
+
+def is_loopback_bind(address: str) -> bool:
+    """True when a gunicorn bind address only listens on this machine."""
+    if address.startswith(("unix:", "fd://")):
+        return True
+    if address.startswith("["):
+        host = address[1:].split("]")[0]
+    elif address.count(":") == 1:
+        host = address.split(":")[0]
+    else:
+        host = address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

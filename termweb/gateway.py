@@ -1,0 +1,289 @@
+"""The WebSocket route: the only code that knows about WebSocket objects.
+
+Each connection is a `TerminalConnection` with two greenlets: one pumps pty
+output to the socket, one pumps socket messages to the pty. Whichever ends
+first ends the other; the tmux session outlives them both.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import gevent
+from flask import Blueprint, Response, current_app, request
+from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+from . import protocol as p
+from .bridge import PtyBridge
+from .config import Settings
+from .protocol import ProtocolError
+from .sessions import SessionNotFound, SessionRouter
+from .tmux import TmuxError
+
+log = logging.getLogger("termweb.gateway")
+bp = Blueprint("gateway", __name__)
+sock = Sock()
+CLOSE_WAIT_SECONDS = 2.0
+
+
+class Refusal(Exception):
+    """Why a connection cannot go on: an error code, a message and a close code."""
+
+    def __init__(self, code: str, message: str, close_code: int):
+        super().__init__(message)
+        self.code, self.message, self.close_code = code, message, close_code
+
+
+class SendAllSocket:
+    """The upgraded socket, with every send made whole and atomic.
+
+    simple-websocket 1.1.0 writes frames with ``socket.send`` and ignores
+    partial writes, which corrupts the stream to a slow client (PITFALLS #3);
+    its reader thread also sends pongs while our greenlets send output.
+    """
+
+    def __init__(self, raw: socket.socket):
+        self._raw = raw
+        self._lock = threading.Lock()
+
+    def send(self, data: bytes) -> int:
+        with self._lock:
+            self._raw.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name: str):
+        return getattr(self._raw, name)
+
+
+class Gateway:
+    """Per-worker state: settings, the session router and the live connections."""
+
+    def __init__(self, settings: Settings, router: SessionRouter):
+        self.settings = settings
+        self.router = router
+        self.live: set[TerminalConnection] = set()
+
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        if not origin:  # command-line clients send none; browsers always do
+            return True
+        if origin.rstrip("/") in self.settings.allowed_origins:
+            return True
+        return urlsplit(origin).netloc == host
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["termweb"]
+
+
+@bp.before_app_request
+def guard_handshake():
+    """Refusals that must come before the upgrade, and socket set-up."""
+    if request.path != "/ws":
+        return None
+    gw = gateway()
+    origin = request.headers.get("Origin")
+    if not gw.origin_allowed(origin, request.host):
+        log.warning("refused /ws from %s: cross-origin handshake from %r", request.remote_addr, origin)
+        return Response("cross-origin WebSocket refused\n", status=403, mimetype="text/plain")
+    raw = request.environ.get("gunicorn.socket")
+    if raw is not None:
+        _tune_socket(raw, gw.settings)
+        request.environ["gunicorn.socket"] = SendAllSocket(raw)
+    if not gw.settings.ws_compression:
+        # Deflate costs CPU on every frame and latency on every keystroke.
+        request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+    return None
+
+
+def _tune_socket(raw: socket.socket, settings: Settings) -> None:
+    try:
+        # Small replies go out at once, not after the peer's delayed ACK (PITFALLS #21).
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A slow client backs up into the pty and tmux, not into megabytes of
+        # kernel buffer it would see seconds late (PITFALLS #8).
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
+    except OSError as exc:
+        log.debug("could not tune socket: %s", exc)
+
+
+@sock.route("/ws", bp=bp)
+def terminal_socket(ws):
+    TerminalConnection(ws, gateway(), request.args).serve()
+
+
+class TerminalConnection:
+    def __init__(self, ws, gw: Gateway, args):
+        self.ws = ws
+        self.gw = gw
+        self.args = args
+        self.session_id: str | None = None
+        self.bridge: PtyBridge | None = None
+        self.json_mode = False
+        self.disconnect_requested = False
+        self._send_lock = threading.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    # -- life cycle -------------------------------------------------------
+
+    def serve(self) -> None:
+        """Run the connection to its end; never lets an exception out (PITFALLS #4)."""
+        try:
+            self._open()
+            self._run()
+        except Refusal as refusal:
+            log.info("closing /ws session=%s: %s", self.session_id, refusal.message)
+            self._close_with_error(refusal.code, refusal.message, refusal.close_code)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("terminal connection failed (session=%s)", self.session_id)
+            self._close_with_error("internal_error", "internal server error", p.CLOSE_INTERNAL)
+        finally:
+            self.gw.live.discard(self)
+            if self.bridge is not None:
+                self.bridge.close()
+
+    def _open(self) -> None:
+        cols, rows, encoding = self._handshake_args()
+        self.json_mode = encoding == "json"
+        if len(self.gw.live) >= self.gw.settings.max_terminals:
+            raise Refusal("too_many_terminals",
+                          f"this worker already serves {self.gw.settings.max_terminals} terminals",
+                          p.CLOSE_TRY_AGAIN)
+        self.gw.live.add(self)
+        router = self.gw.router
+        requested = self.args.get("session")
+        try:
+            self.session_id = requested or router.create(cols, rows)
+            self.bridge = router.attach(self.session_id, cols, rows)
+        except SessionNotFound as exc:
+            raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
+        except (TmuxError, OSError) as exc:
+            log.error("tmux failed for session %s: %s", self.session_id, exc)
+            raise Refusal("backend_unavailable", f"could not start the terminal: {exc}",
+                          p.CLOSE_INTERNAL) from None
+        self.send(p.message(p.CONTROL, self.session_id, {
+            "action": p.READY, "cols": cols, "rows": rows, "encoding": encoding,
+            "created": not requested, "pingInterval": self.gw.settings.ping_interval}))
+
+    def _handshake_args(self) -> tuple[int, int, str]:
+        try:
+            cols = int(self.args.get("cols", 80))
+            rows = int(self.args.get("rows", 24))
+            p.validate_size(cols, rows)
+        except (ValueError, ProtocolError):
+            raise Refusal("invalid_handshake",
+                          f"cols must be {p.MIN_COLS}-{p.MAX_COLS} and rows {p.MIN_ROWS}-{p.MAX_ROWS}",
+                          p.CLOSE_BAD_HANDSHAKE) from None
+        encoding = self.args.get("encoding", "binary")
+        if encoding not in p.ENCODINGS:
+            raise Refusal("invalid_handshake", "encoding must be 'binary' or 'json'",
+                          p.CLOSE_BAD_HANDSHAKE)
+        return cols, rows, encoding
+
+    def _run(self) -> None:
+        output = gevent.spawn(self._pump_output)
+        incoming = gevent.spawn(self._pump_input)
+        gevent.wait([output, incoming], count=1)
+        if incoming.dead:
+            # The client left or asked to: end our attach client, let the
+            # output greenlet see EOF and finish its last frame.
+            self.bridge.close()
+            output.join(CLOSE_WAIT_SECONDS)
+            output.kill()
+            incoming.get()  # re-raises a failure of the input side
+            if self.disconnect_requested:
+                self._close(p.CLOSE_NORMAL, "disconnect requested")
+            return
+        incoming.kill()
+        output.get()
+        if self.gw.router.exists(self.session_id):
+            raise Refusal("backend_unavailable", "the terminal's tmux client ended unexpectedly",
+                          p.CLOSE_INTERNAL)
+        self.send(p.message(p.CONTROL, self.session_id, {"action": p.EXIT, "reason": "the shell exited"}))
+        self._close(p.CLOSE_NORMAL, "session ended")
+
+    # -- the two pumps ----------------------------------------------------
+
+    def _pump_output(self) -> None:
+        read, send = self.bridge.read, self.ws.send
+        try:
+            while data := read():
+                if self.json_mode:
+                    self.send(p.message(p.OUTPUT, self.session_id, self._decoder.decode(data)))
+                else:
+                    with self._send_lock:
+                        send(data)
+        except ConnectionClosed:
+            pass
+
+    def _pump_input(self) -> None:
+        receive, write = self.ws.receive, self.bridge.write
+        try:
+            while not self.disconnect_requested:
+                frame = receive()
+                if isinstance(frame, bytes):
+                    write(frame)
+                elif frame is not None:
+                    self._handle_text(frame)
+        except ConnectionClosed:
+            pass
+
+    # -- messages ---------------------------------------------------------
+
+    def _handle_text(self, text: str) -> None:
+        try:
+            msg = p.parse_client_message(text)
+        except ProtocolError as exc:
+            self.send(p.error(self.session_id, exc.code, exc.message, exc.reply_to))
+            return
+        if msg.type == p.HEARTBEAT:
+            payload = {"clientTime": msg.payload.get("clientTime"), "serverTime": int(time.time() * 1000)}
+            if msg.message_id is not None:
+                payload["replyTo"] = msg.message_id
+            self.send(p.message(p.HEARTBEAT, self.session_id, payload))
+        elif msg.type == p.INPUT:
+            self.bridge.write(msg.payload.encode())
+        elif msg.type == p.COMMAND:
+            self.bridge.write(msg.payload["command"].encode() + b"\r")
+        elif msg.action == p.RESIZE:
+            self.bridge.resize(msg.payload["cols"], msg.payload["rows"])
+        elif msg.action == p.INTERRUPT:
+            self.bridge.write(b"\x03")
+        elif msg.action == p.CLEAR:
+            self._clear(msg)
+        elif msg.action == p.DISCONNECT:
+            self.disconnect_requested = True
+
+    def _clear(self, msg: p.ClientMessage) -> None:
+        try:
+            self.gw.router.clear(self.session_id)
+        except TmuxError as exc:
+            self.send(p.error(self.session_id, "backend_unavailable", str(exc), msg.message_id))
+
+    # -- sending ----------------------------------------------------------
+
+    def send(self, text: str) -> None:
+        # Encoding and writing a frame happen under one lock, so frames from
+        # the two greenlets never interleave.
+        with self._send_lock:
+            self.ws.send(text)
+
+    def _close(self, code: int, reason: str) -> None:
+        try:
+            with self._send_lock:
+                self.ws.close(reason=code, message=reason)
+        except (ConnectionClosed, OSError):
+            pass
+
+    def _close_with_error(self, code: str, message: str, close_code: int) -> None:
+        try:
+            self.send(p.error(self.session_id, code, message))
+        except (ConnectionClosed, OSError):
+            return
+        self._close(close_code, message[:120])

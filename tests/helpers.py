@@ -1,0 +1,126 @@
+"""Test helpers: waiting on conditions and a small WebSocket terminal client."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from urllib.parse import urlencode
+
+import websocket
+
+
+def wait_until(fn, timeout: float = 10.0, interval: float = 0.02, message: str = ""):
+    """Poll ``fn()`` until it returns something truthy; return it, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout} s: {fn}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None, reason: str):
+        super().__init__(f"closed with {code}: {reason}")
+        self.code, self.reason = code, reason
+
+
+class TermClient:
+    """A WebSocket terminal client that records output bytes and JSON messages."""
+
+    def __init__(self, base_url: str, headers: dict | None = None, **params):
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        url = base_url.replace("http", "ws", 1) + "/ws" + (f"?{query}" if query else "")
+        self.ws = websocket.create_connection(url, timeout=10, header=headers or {},
+                                              sockopt=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.output = bytearray()
+        self.messages: list[dict] = []
+        self.closed: Closed | None = None
+        self.ready = self.next_message("control")
+        self.session_id = self.ready["sessionId"]
+
+    # -- sending
+    def type(self, text: str | bytes) -> None:
+        self.ws.send_binary(text.encode() if isinstance(text, str) else text)
+
+    def send_json(self, obj) -> None:
+        self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+
+    def control(self, action: str, **fields) -> None:
+        self.send_json({"type": "control", "payload": {"action": action, **fields}})
+
+    # -- receiving
+    def _pump(self, timeout: float) -> None:
+        """Take one frame (or none within ``timeout``) into output/messages."""
+        if self.closed:
+            raise self.closed
+        self.ws.settimeout(timeout)
+        try:
+            opcode, data = self.ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            return
+        except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
+            self.closed = Closed(None, str(exc))
+            raise self.closed from None
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            self.output += data
+        elif opcode == websocket.ABNF.OPCODE_TEXT:
+            self.messages.append(json.loads(data))
+        elif opcode == websocket.ABNF.OPCODE_CLOSE:
+            code = int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+            self.closed = Closed(code, data[2:].decode(errors="replace"))
+            raise self.closed
+
+    def expect(self, needle: str | bytes, timeout: float = 10.0) -> bytes:
+        """Wait until the output contains ``needle``; return all output so far."""
+        needle = needle.encode() if isinstance(needle, str) else needle
+        deadline = time.monotonic() + timeout
+        while needle not in self.output:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{needle!r} not seen in {timeout} s; output ends "
+                                     f"{bytes(self.output[-400:])!r}")
+            self._pump(min(left, 0.5))
+        return bytes(self.output)
+
+    def next_message(self, kind: str | None = None, timeout: float = 10.0) -> dict:
+        """The first not yet taken JSON message (of ``kind`` if given)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, msg in enumerate(self.messages):
+                if kind is None or msg["type"] == kind:
+                    return self.messages.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {kind or 'JSON'} message within {timeout} s")
+            self._pump(min(left, 0.5))
+
+    def wait_closed(self, timeout: float = 10.0) -> Closed:
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"connection still open after {timeout} s")
+            try:
+                self._pump(0.5)
+            except Closed:
+                break
+        return self.closed
+
+    def run(self, command: str, marker: str, timeout: float = 10.0) -> bytes:
+        """Type ``command`` and Enter; wait for ``marker`` in the output."""
+        self.type(command + "\r")
+        return self.expect(marker, timeout)
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except Exception:  # already closed by the server
+            pass

@@ -1,0 +1,154 @@
+"""A terminal over the WebSocket: real gunicorn, real tmux, real bash."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from .helpers import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+# The first prompt waits for bash to read its rc files.
+ROOT_PROMPT_TIMEOUT = 15
+
+
+def test_pty_spawn_under_gevent_monkey_patching_does_not_hang(tmp_path):
+    """PITFALLS #1: ptyprocess.spawn deadlocks under patch_all without termweb's shim."""
+    script = textwrap.dedent("""
+        from gevent import monkey; monkey.patch_all()
+        from termweb.bridge import PtyBridge
+        bridge = PtyBridge(["/bin/echo", "spawned-ok"], {"PATH": "/bin:/usr/bin"}, 80, 24)
+        out = b""
+        while chunk := bridge.read():
+            out += chunk
+        bridge.close()
+        print(out.decode().strip())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip() == "spawned-ok", done.stderr
+
+
+def test_typed_marker_comes_back(term):
+    t = term()
+    assert t.ready["payload"]["action"] == "ready" and t.ready["payload"]["created"] is True
+    t.run("echo marker-$((6*7))", "marker-42", ROOT_PROMPT_TIMEOUT)
+
+
+def test_two_terminals_are_separate_shells(term):
+    a, b = term(), term()
+    assert a.session_id != b.session_id
+    a.run("export ONLY_IN_A=yes; echo set-$((1+1))", "set-2", ROOT_PROMPT_TIMEOUT)
+    b.run('echo "b-sees-[${ONLY_IN_A:-nothing}]"', "b-sees-[nothing]", ROOT_PROMPT_TIMEOUT)
+    a.run('echo "a-sees-[${ONLY_IN_A}]"', "a-sees-[yes]")
+
+
+STTY_SIZE = "stty size | tr ' ' x | sed s/^/SZ/"  # prints SZ<rows>x<cols>
+
+
+def test_resize_changes_stty_size(term):
+    t = term(cols=80, rows=24)
+    t.run(STTY_SIZE, "SZ24x80", ROOT_PROMPT_TIMEOUT)
+    t.control("resize", cols=132, rows=43)
+    t.run(STTY_SIZE, "SZ43x132")
+
+
+def test_ctrl_c_stops_sleep(term):
+    t = term()
+    t.run("echo go-$((2+3)); sleep 100; echo after-$((3+4))", "go-5", ROOT_PROMPT_TIMEOUT)
+    t.type(b"\x03")
+    t.run("echo alive-$((4+5))", "alive-9")
+    assert b"after-7" not in t.output  # the whole line was interrupted
+
+
+def test_interrupt_control_stops_sleep(term):
+    t = term()
+    t.run("sleep 100; echo after-$((3+4))", "sleep 100", ROOT_PROMPT_TIMEOUT)
+    t.control("interrupt")
+    t.run("echo alive-$((4+5))", "alive-9")
+    assert b"after-7" not in t.output
+
+
+def test_closing_the_socket_leaves_the_session_running(term, gunicorn_server):
+    t = term()
+    t.run("export KEEP=kept-$((5*5)); echo ok-$((1+2))", "ok-3", ROOT_PROMPT_TIMEOUT)
+    t.close()
+    tmux = gunicorn_server.tmux
+    wait_until(lambda: tmux.run("list-clients", "-t", "=" + t.session_id).strip() == "",
+               message="attach client still present after the socket closed")
+    assert tmux.has_session(t.session_id)
+    again = term(session=t.session_id)
+    assert again.ready["payload"]["created"] is False
+    again.run('echo "still-$KEEP"', "still-kept-25")
+
+
+def test_disconnect_control_closes_normally_and_keeps_the_session(term, gunicorn_server):
+    t = term()
+    t.control("disconnect")
+    closed = t.wait_closed()
+    assert closed.code == 1000
+    assert gunicorn_server.tmux.has_session(t.session_id)
+
+
+def test_shell_exit_ends_the_session_and_says_so(term, gunicorn_server):
+    t = term()
+    t.run("echo bye-$((2*4))", "bye-8", ROOT_PROMPT_TIMEOUT)
+    t.type("exit\r")
+    exit_message = t.next_message("control")
+    assert exit_message["payload"]["action"] == "exit"
+    assert t.wait_closed().code == 1000
+    assert not gunicorn_server.tmux.has_session(t.session_id)
+
+
+def test_bulk_output_does_not_stall_other_terminals(term):
+    bulk, other = term(), term()
+    bulk.run("echo ready-$((1+1))", "ready-2", ROOT_PROMPT_TIMEOUT)
+    other.run("echo ready-$((1+2))", "ready-3", ROOT_PROMPT_TIMEOUT)
+    bulk.type("seq 1 2000000; echo bulk-done-$((7*7))\r")
+    bulk.expect("\r\n1", 30)  # the flood is under way
+
+    # While it runs, the other terminal still echoes (a stalled worker would
+    # hold these back until the flood ends).
+    for i in range(5):
+        other.run(f"echo probe-$((100+{i}))", f"probe-{100 + i}", 10)
+    bulk.expect("bulk-done-49", 120)
+    bulk.run("echo prompt-back-$((8*8))", "prompt-back-64")
+
+
+def test_heartbeat_is_echoed_with_server_time(term):
+    t = term()
+    t.send_json({"type": "heartbeat", "messageId": "hb-1", "payload": {"clientTime": 1234.5}})
+    reply = t.next_message("heartbeat")
+    assert reply["payload"]["clientTime"] == 1234.5
+    assert reply["payload"]["replyTo"] == "hb-1"
+    assert isinstance(reply["payload"]["serverTime"], int)
+
+
+def test_clear_empties_tmux_history(term, gunicorn_server):
+    t = term(rows=10)
+    t.run("seq 1 200; echo filled-$((3*3))", "filled-9", ROOT_PROMPT_TIMEOUT)
+
+    def history_size():
+        return int(gunicorn_server.tmux.run("display", "-p", "-t", f"={t.session_id}:",
+                                            "#{history_size}").strip())
+
+    wait_until(lambda: history_size() > 100, message=f"history {history_size()}")
+    t.control("clear")
+    wait_until(lambda: history_size() == 0)
+
+
+def test_json_mode_for_clients_without_binary_frames(term):
+    t = term(encoding="json")
+    assert t.ready["payload"]["encoding"] == "json"
+    t.send_json({"type": "input", "payload": "echo json-$((20+22))\r"})
+    text = ""
+    while "json-42" not in text:
+        text += t.next_message("output")["payload"]
+    t.send_json({"type": "command", "payload": {"command": "echo cmd-$((50+5))"}})
+    while "cmd-55" not in text:
+        text += t.next_message("output")["payload"]
+    assert t.output == b""  # no binary frame in JSON mode
+
+
+def test_unicode_round_trips(term):
+    t = term()
+    t.run('echo "héllo-→-日本-$((1+1))"', "héllo-→-日本-2", ROOT_PROMPT_TIMEOUT)
