@@ -12,7 +12,9 @@ except ConfigError as exc:
 bind = [_settings.bind]
 
 # Worker processes
-worker_class = "gevent"  # needs gunicorn[gevent] (PITFALLS #5)
+# gunicorn's gevent worker (needs gunicorn[gevent], PITFALLS #5) that closes
+# live terminals with 1012 when it is told to stop.
+worker_class = "termweb.worker.TerminalWorker"
 workers = _settings.workers
 # Every open terminal holds one connection for its whole life (PITFALLS #6).
 worker_connections = _settings.worker_connections

@@ -7,8 +7,11 @@ session behind it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import signal
+import struct
+import termios
 import types
 
 import ptyprocess
@@ -48,7 +51,13 @@ class PtyBridge:
 
     def __init__(self, argv: list[str], env: dict[str, str], cols: int, rows: int):
         self.process = ptyprocess.PtyProcess.spawn(argv, env=env, dimensions=(rows, cols))
-        self.fd = self.process.fd
+        # Our own descriptor for the pty, closed only through gevent (which
+        # wakes anything waiting on it). ptyprocess's file object would
+        # otherwise close the same number again when garbage-collected, by
+        # then perhaps another terminal's fd: libev aborts the worker on that.
+        self.fd = os.dup(self.process.fd)
+        self.process.fileobj.close()
+        self.process.closed = True
         os.set_blocking(self.fd, False)
         self.closed = False
 
@@ -57,8 +66,10 @@ class PtyBridge:
         return self.process.pid
 
     def read(self) -> bytes:
-        """Wait for output and return it; b"" once the child has gone."""
-        while True:
+        """Wait for output and return it; b"" once the child or the bridge is gone."""
+        # After close() the number in self.fd may already belong to another
+        # connection's socket: never touch it again (every wait can yield).
+        while not self.closed:
             try:
                 data = os.read(self.fd, READ_BYTES)
             except BlockingIOError:
@@ -74,6 +85,7 @@ class PtyBridge:
             if len(data) < COALESCE_THRESHOLD:
                 return data
             return data + self._drain(READ_BYTES - len(data))
+        return b""
 
     def _drain(self, limit: int) -> bytes:
         chunks = []
@@ -91,7 +103,7 @@ class PtyBridge:
     def write(self, data: bytes) -> None:
         """Write all of ``data``, waiting cooperatively while the pty is full."""
         view = memoryview(data)
-        while view:
+        while view and not self.closed:
             try:
                 written = os.write(self.fd, view)
             except BlockingIOError:
@@ -100,7 +112,10 @@ class PtyBridge:
             view = view[written:]
 
     def resize(self, cols: int, rows: int) -> None:
-        self.process.setwinsize(rows, cols)
+        """Set the pty size; the kernel sends SIGWINCH to the attach client."""
+        if self.closed:
+            return
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
     def close(self) -> None:
         """End the attach client (SIGHUP, as a closed terminal would) and reap it."""

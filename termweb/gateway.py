@@ -29,6 +29,8 @@ log = logging.getLogger("termweb.gateway")
 bp = Blueprint("gateway", __name__)
 sock = Sock()
 CLOSE_WAIT_SECONDS = 2.0
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
 
 
 class Refusal(Exception):
@@ -56,6 +58,37 @@ class SendAllSocket:
             self._raw.sendall(data)
         return len(data)
 
+    def close(self) -> None:
+        """Half-close only: gunicorn, the socket's owner, closes it after `drain`.
+
+        simple-websocket closes the socket from its reader thread; a second
+        closer racing gunicorn's own close can release a descriptor number
+        that a new connection then reuses.
+        """
+        try:
+            self._raw.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def drain(self) -> None:
+        """Read and drop what the client still sends, until it closes too.
+
+        Closing with unread input makes the kernel send a reset, which can
+        destroy our last frame before the client reads it, e.g. the 1009
+        close that answers an oversize message.
+        """
+        deadline = time.monotonic() + LINGER_SECONDS
+        drained = 0
+        try:
+            self._raw.settimeout(LINGER_SECONDS)
+            while drained < LINGER_BYTES and time.monotonic() < deadline:
+                chunk = self._raw.recv(64 * 1024)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+
     def __getattr__(self, name: str):
         return getattr(self._raw, name)
 
@@ -67,6 +100,11 @@ class Gateway:
         self.settings = settings
         self.router = router
         self.live: set[TerminalConnection] = set()
+
+    def close_all(self) -> None:
+        """Tell every live terminal the server is restarting (close 1012)."""
+        for connection in list(self.live):
+            connection.close_for_restart()
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         if not origin:  # command-line clients send none; browsers always do
@@ -147,6 +185,11 @@ class TerminalConnection:
             self.gw.live.discard(self)
             if self.bridge is not None:
                 self.bridge.close()
+            # Once simple-websocket's reader is done, drain the socket so that
+            # gunicorn's close does not reset it under our last frame.
+            self.ws.thread.join(CLOSE_WAIT_SECONDS)
+            if not self.ws.thread.is_alive() and isinstance(self.ws.sock, SendAllSocket):
+                self.ws.sock.drain()
 
     def _open(self) -> None:
         cols, rows, encoding = self._handshake_args()
@@ -219,7 +262,7 @@ class TerminalConnection:
                 else:
                     with self._send_lock:
                         send(data)
-        except ConnectionClosed:
+        except (ConnectionClosed, ConnectionError):  # the client went away mid-send
             pass
 
     def _pump_input(self) -> None:
@@ -265,6 +308,11 @@ class TerminalConnection:
             self.gw.router.clear(self.session_id)
         except TmuxError as exc:
             self.send(p.error(self.session_id, "backend_unavailable", str(exc), msg.message_id))
+
+    def close_for_restart(self) -> None:
+        """Close with 1012; the client's close reply then ends both pumps."""
+        if self.bridge is not None:
+            self._close(p.CLOSE_RESTART, "server restarting")
 
     # -- sending ----------------------------------------------------------
 

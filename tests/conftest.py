@@ -65,8 +65,9 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str] | None = None,
 
 
 def stop_process(process: subprocess.Popen) -> None:
+    """Stop a gunicorn master we started: SIGQUIT is its quick shutdown."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGQUIT)
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
@@ -82,11 +83,12 @@ def gunicorn_factory(tmp_path):
     def start(**settings: str) -> GunicornServer:
         port = free_port()
         tmux = TmuxServer(f"termweb-test-{uuid.uuid4().hex[:12]}", TEST_SHELL)
-        env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
-               "TERMWEB_SHELL": TEST_SHELL,
-               **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
         workdir = tmp_path / f"gunicorn-{len(started)}"
-        workdir.mkdir()
+        home = workdir / "home"  # shells start fast and keep their history here
+        home.mkdir(parents=True)
+        env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
+               "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home),
+               **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
         process = start_gunicorn(workdir, env)
         server = GunicornServer(f"http://127.0.0.1:{port}", port, process, tmux,
                                 workdir / "gunicorn.log")
