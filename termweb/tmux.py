@@ -110,10 +110,22 @@ class TmuxServer:
         self.run("send-keys", "-R", "-t", target, ";", "clear-history", "-t", target,
                  ";", "send-keys", "-t", target, "C-l")
 
+    @property
+    def socket_path(self) -> str:
+        if "/" in self.socket:
+            return self.socket
+        tmpdir = self.env.get("TMUX_TMPDIR") or "/tmp"
+        return os.path.join(tmpdir, f"tmux-{os.getuid()}", self.socket)
+
     def kill_server(self) -> None:
+        """Stop the server and every session in it, and remove its socket file."""
         try:
             self.run("kill-server")
         except TmuxError:
+            pass
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
             pass
 
     def attach_command(self, name: str, readonly: bool = False) -> list[str]:

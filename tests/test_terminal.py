@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from .helpers import wait_until
@@ -178,3 +179,24 @@ def test_quick_reattach_cycles_keep_every_keystroke(term):
         again = term(session=first.session_id)
         again.run(f"echo cycle-$((100+{i}))", f"cycle-{100 + i}")
         again.close()
+
+
+def _rss_kib(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1].split()[0])
+
+
+def test_a_client_that_stops_reading_is_not_buffered_in_the_server(term, gunicorn_server):
+    """A flood to a client that reads nothing backs up into tmux, not into the
+    worker's memory, and Ctrl-C then brings the prompt back after a short backlog."""
+    t = term()
+    t.run("echo ready-$((1+1))", "ready-2", FIRST_COMMAND_TIMEOUT)
+    [worker] = gunicorn_server.worker_pids()
+    rss_before = _rss_kib(worker)
+    t.type("yes termweb-flood-line\r")
+    time.sleep(3)  # the client reads nothing for a while: that is the situation under test
+    assert _rss_kib(worker) - rss_before < 16 * 1024
+    t.type(b"\x03")
+    t.type("echo stopped-$((9*9))\r")
+    before = len(t.output)
+    t.expect("stopped-81", 30)
+    assert len(t.output) - before < 4 * 1024 * 1024  # measured: ~0.4 MB

@@ -1,0 +1,230 @@
+// One terminal's WebSocket: connect, reattach the same session after a drop
+// with jittered exponential backoff, and measure round trips with heartbeats.
+
+import {
+  Action, CLOSING_ERROR_CODES, CloseCode, FINAL_CLOSE_CODES, MessageType,
+  controlMessage, decodeMessage, encodeMessage, socketUrl,
+} from './protocol.js';
+
+const BACKOFF_START_MS = 250;
+const BACKOFF_CAP_MS = 10_000;
+const HEARTBEAT_INTERVAL_MS = 5_000;
+// A heartbeat unanswered this long means a half-open connection the browser
+// has not noticed yet: drop it and reconnect rather than wait for TCP.
+const HEARTBEAT_TIMEOUT_MS = 15_000;
+// A connection that lived this long resets the backoff; a shorter one (a
+// server that accepts and drops at once) keeps it growing.
+const STABLE_MS = 10_000;
+
+/** Delay before reconnect attempt `attempt` (0-based): "equal jitter" backoff. */
+export function backoffDelay(attempt, random = Math.random) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_START_MS * 2 ** attempt);
+  return ceiling / 2 + random() * ceiling / 2;
+}
+
+function closeReason(code, serverReason) {
+  if (serverReason) return serverReason;
+  switch (code) {
+    case CloseCode.NORMAL: return 'connection closed by the server';
+    case CloseCode.POLICY: return 'the server stopped hearing from this page';
+    case CloseCode.BAD_HANDSHAKE: return 'the server refused the connection';
+    case CloseCode.NOT_FOUND: return 'no such terminal session';
+    default: return `connection lost (${code})`;
+  }
+}
+
+/**
+ * States passed to `onState`:
+ *   {state: 'connecting'}
+ *   {state: 'connected', rttMs: number|null, waitingMs?: number}  (waitingMs: a heartbeat is overdue)
+ *   {state: 'reconnecting', retryAt: ms on the performance.now() clock, reason: string|null}
+ *   {state: 'closed', reason: string, ended: bool}  (ended: the session is gone)
+ */
+export class TerminalConnection {
+  /**
+   * @param {object} options
+   * @param {string|null} options.session  session id to attach first, or null for a new terminal
+   * @param {() => {cols: number, rows: number}} options.size  current terminal size
+   * @param {(data: Uint8Array|string) => void} options.onOutput  terminal output
+   * @param {(ready: {sessionId: string, created: boolean, first: boolean}) => void} options.onReady
+   * @param {(state: object) => void} options.onState
+   * @param {(error: {code: string, message: string}) => void} options.onError
+   *   errors that leave the socket open (the others come with the next state)
+   */
+  constructor({ session, size, onOutput, onReady, onState, onError }) {
+    this.sessionId = session || null;
+    this._size = size;
+    this._onOutput = onOutput;
+    this._onReady = onReady;
+    this._onState = onState;
+    this._onError = onError;
+    this._socket = null;
+    this._attempt = 0;
+    this._readyCount = 0;
+    this._readyAt = null;
+    this._retryTimer = null;
+    this._heartbeatTimer = null;
+    this._heartbeatSentAt = null;
+    this._sentSize = null;
+    this._view = null; // per-socket facts: exit seen, the error that explains the close, user closed
+  }
+
+  connect() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    const { cols, rows } = this._size();
+    const socket = new WebSocket(socketUrl(window.location, { session: this.sessionId, cols, rows }));
+    socket.binaryType = 'arraybuffer';
+    socket.onmessage = (event) => this._receive(event.data);
+    socket.onclose = (event) => this._closed(socket, event.code, event.reason);
+    this._socket = socket;
+    this._sentSize = { cols, rows };
+    this._view = { exited: false, closingError: null, userClosed: false };
+    this._onState({ state: 'connecting' });
+  }
+
+  /** Keystrokes and pastes, as a binary frame; dropped while not connected. */
+  sendBytes(bytes) {
+    if (this._isOpen()) this._socket.send(bytes);
+  }
+
+  /** Tell the server the terminal's size, unless it already has it. */
+  sendResize(cols, rows, { force = false } = {}) {
+    if (!this._isOpen()) return;
+    if (!force && this._sentSize && this._sentSize.cols === cols && this._sentSize.rows === rows) return;
+    this._sentSize = { cols, rows };
+    this._socket.send(controlMessage(Action.RESIZE, { cols, rows }));
+  }
+
+  /** Close this view on purpose; the terminal keeps running and no reconnect follows. */
+  disconnect() {
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    if (this._isOpen()) {
+      this._view.userClosed = true;
+      this._socket.send(controlMessage(Action.DISCONNECT));
+    } else {
+      const socket = this._socket;
+      this._detach();
+      socket?.close();
+      this._onState({ state: 'closed', reason: 'disconnected', ended: false });
+    }
+  }
+
+  /** Skip the rest of a backoff wait (e.g. the network came back). */
+  retryNow() {
+    if (this._retryTimer !== null) this.connect();
+  }
+
+  _isOpen() {
+    return this._socket !== null && this._socket.readyState === WebSocket.OPEN;
+  }
+
+  _receive(data) {
+    if (typeof data !== 'string') {
+      this._onOutput(new Uint8Array(data));
+      return;
+    }
+    const message = decodeMessage(data);
+    if (message === null) return;
+    const payload = message.payload ?? {};
+    switch (message.type) {
+      case MessageType.CONTROL:
+        if (payload.action === Action.READY) this._ready(message.sessionId, payload);
+        else if (payload.action === Action.EXIT) this._view.exited = true;
+        break;
+      case MessageType.HEARTBEAT:
+        this._heartbeatReply(payload);
+        break;
+      case MessageType.OUTPUT:
+        if (typeof payload === 'string') this._onOutput(payload);
+        break;
+      case MessageType.ERROR:
+        // An error that closes the socket is told with the state that follows.
+        if (CLOSING_ERROR_CODES.has(payload.code)) this._view.closingError = payload;
+        else this._onError(payload);
+        break;
+      default:
+        break; // a newer server's message type: ignore it
+    }
+  }
+
+  _ready(sessionId, payload) {
+    this._readyAt = performance.now();
+    this._readyCount += 1;
+    if (sessionId) this.sessionId = sessionId;
+    this._onState({ state: 'connected', rttMs: null });
+    const first = this._readyCount === 1;
+    this._onReady({ sessionId: this.sessionId, created: Boolean(payload.created), first });
+    this._startHeartbeat();
+  }
+
+  _startHeartbeat() {
+    clearInterval(this._heartbeatTimer);
+    this._heartbeatSentAt = null;
+    this._heartbeat();
+    this._heartbeatTimer = setInterval(() => this._heartbeat(), HEARTBEAT_INTERVAL_MS);
+  }
+
+  _heartbeat() {
+    if (!this._isOpen()) return;
+    const now = performance.now();
+    if (this._heartbeatSentAt !== null) { // one heartbeat in flight at a time
+      const waitingMs = now - this._heartbeatSentAt;
+      if (waitingMs > HEARTBEAT_TIMEOUT_MS) this._drop();
+      else this._onState({ state: 'connected', rttMs: null, waitingMs });
+      return;
+    }
+    this._heartbeatSentAt = now;
+    this._socket.send(encodeMessage(MessageType.HEARTBEAT, { clientTime: now }));
+  }
+
+  _heartbeatReply(payload) {
+    if (typeof payload.clientTime !== 'number') return;
+    this._heartbeatSentAt = null;
+    const rttMs = Math.max(0, performance.now() - payload.clientTime);
+    this._onState({ state: 'connected', rttMs });
+  }
+
+  /** Give up on a silent socket now, as if the network had dropped it. */
+  _drop() {
+    const socket = this._socket;
+    this._closed(socket, CloseCode.ABNORMAL, 'no heartbeat reply');
+    socket.close();
+  }
+
+  _detach() {
+    clearInterval(this._heartbeatTimer);
+    this._heartbeatTimer = null;
+    if (this._socket !== null) {
+      this._socket.onmessage = null;
+      this._socket.onclose = null;
+    }
+    this._socket = null;
+  }
+
+  _closed(socket, code, serverReason) {
+    if (socket !== this._socket) return;
+    const view = this._view;
+    this._detach();
+    const reason = view.closingError?.message || closeReason(code, serverReason);
+    if (view.userClosed) {
+      this._onState({ state: 'closed', reason: 'disconnected', ended: false });
+    } else if (view.exited) {
+      this._onState({ state: 'closed', reason: 'session ended', ended: true });
+    } else if (FINAL_CLOSE_CODES.has(code)) {
+      this._onState({ state: 'closed', reason, ended: code === CloseCode.NOT_FOUND });
+    } else {
+      if (this._readyAt !== null && performance.now() - this._readyAt > STABLE_MS) this._attempt = 0;
+      this._scheduleReconnect(view.closingError?.message || null);
+    }
+    this._readyAt = null;
+  }
+
+  _scheduleReconnect(reason) {
+    const delay = backoffDelay(this._attempt);
+    this._attempt += 1;
+    this._retryTimer = setTimeout(() => this.connect(), delay);
+    this._onState({ state: 'reconnecting', retryAt: performance.now() + delay, reason });
+  }
+}

@@ -1,0 +1,247 @@
+"""The page in headless Chromium against the real server (gunicorn, tmux, bash).
+
+Terminal text is read from xterm.js's buffer (`window.termweb.term`), not
+scraped from the DOM, so the tests hold for the WebGL and DOM renderers alike.
+Predicates for `wait_for_function` are written as functions ("() => ..."):
+Playwright evaluates bare expressions with eval(), which a CSP without
+'unsafe-eval' refuses.
+"""
+import os
+import signal
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from .helpers import wait_until
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Generous: a shell's rc files are slow on a busy 2-core machine.
+PROMPT_TIMEOUT_MS = 30_000
+
+# The buffer as lines of text, oldest first.
+BUFFER_LINES = """() => {
+  const buffer = window.termweb.term.buffer.active;
+  const lines = [];
+  for (let i = 0; i < buffer.length; i++) lines.push(buffer.getLine(i).translateToString(true));
+  return lines;
+}"""
+HAS_LINE = f"want => ({BUFFER_LINES})().some(line => line.trim() === want)"
+# The shell has printed its prompt: text on the cursor's line, before the cursor.
+AT_PROMPT = """() => {
+  const buffer = window.termweb.term.buffer.active;
+  const line = buffer.getLine(buffer.baseY + buffer.cursorY).translateToString(true);
+  return buffer.cursorX > 0 && line.trim() !== '';
+}"""
+# Every data-state the page goes through from now on, in window.seenStates.
+RECORD_STATES = """() => {
+  window.seenStates = [];
+  new MutationObserver(() => window.seenStates.push(document.body.dataset.state))
+    .observe(document, {subtree: true, attributes: true, attributeFilter: ['data-state']});
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert (ROOT / "static/vendor/xterm/xterm.mjs").exists(), \
+        "static/vendor/ is missing: run `npm ci && scripts/vendor-assets.sh`"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; fails the test if the page threw an uncaught error."""
+    context = browser.new_context(viewport={"width": 900, "height": 600})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+def open_terminal(page, url=None):
+    """Go to `url` (or stay) and wait until the shell shows its prompt."""
+    if url is not None:
+        page.goto(url)
+    wait_for_state(page, "connected")
+    page.wait_for_function(AT_PROMPT, timeout=PROMPT_TIMEOUT_MS)
+
+
+def wait_for_state(page, state, timeout=PROMPT_TIMEOUT_MS):
+    page.wait_for_function("state => document.body.dataset.state === state", arg=state, timeout=timeout)
+
+
+def run(page, command, expected_line, timeout=PROMPT_TIMEOUT_MS):
+    """Type `command` and Enter; wait for a line that is exactly `expected_line`."""
+    page.keyboard.type(command)
+    page.keyboard.press("Enter")
+    page.wait_for_function(HAS_LINE, arg=expected_line, timeout=timeout)
+
+
+def terminal_size(page):
+    return page.evaluate("[window.termweb.term.rows, window.termweb.term.cols]")
+
+
+def status_text(page):
+    return page.locator("#status .status-text").inner_text()
+
+
+def test_page_shows_a_prompt_and_runs_a_command(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "echo $((6*7))", "42")
+    assert page.evaluate("document.documentElement.scrollHeight <= window.innerHeight"
+                         " && document.documentElement.scrollWidth <= window.innerWidth")
+    session = page.evaluate("document.body.dataset.session")
+    assert session and parse_qs(urlsplit(page.url).query)["session"] == [session]
+    page.wait_for_function(
+        r"() => /^connected · \d+ ms$/.test(document.querySelector('#status .status-text').textContent)")
+
+
+def test_window_resize_changes_stty_size(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    before = terminal_size(page)
+    run(page, 'echo "size:$(stty size)"', "size:%d %d" % tuple(before))
+
+    page.set_viewport_size({"width": 1200, "height": 420})
+    page.wait_for_function("([rows, cols]) => window.termweb.term.rows !== rows"
+                           " && window.termweb.term.cols !== cols", arg=before)
+    after = terminal_size(page)
+    assert after[0] < before[0] and after[1] > before[1]
+    run(page, 'echo "size:$(stty size)"', "size:%d %d" % tuple(after))
+
+
+def test_ctrl_c_reaches_the_shell(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    page.keyboard.type("sleep 60; echo not-interrupted")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Control+C")
+    run(page, "echo after-$((1+1))", "after-2")
+    assert not page.evaluate(HAS_LINE, "not-interrupted")
+
+
+def test_ctrl_shift_c_copies_and_ctrl_shift_v_pastes(gunicorn_server, page):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=gunicorn_server.url)
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "echo copy-me-$((2*4))", "copy-me-8")
+    row = page.evaluate(f"({BUFFER_LINES})().findIndex(line => line.trim() === 'copy-me-8')")
+    page.evaluate("row => window.termweb.term.select(0, row, 9)", row)
+    page.keyboard.press("Control+Shift+C")
+    wait_until(lambda: page.evaluate("navigator.clipboard.readText()") == "copy-me-8")
+
+    page.keyboard.type("echo pasted:")
+    page.keyboard.press("Control+Shift+V")
+    page.keyboard.press("Enter")
+    page.wait_for_function(HAS_LINE, arg="pasted:copy-me-8", timeout=PROMPT_TIMEOUT_MS)
+
+
+def test_reload_reattaches_the_same_terminal(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "MARK=kept; echo set-$((2+3))", "set-5")
+    session = page.evaluate("document.body.dataset.session")
+
+    page.reload()
+    open_terminal(page)
+    assert page.evaluate("document.body.dataset.session") == session
+    run(page, 'echo "mark-$MARK"', "mark-kept")
+
+
+def test_reconnects_to_the_same_terminal_after_the_worker_dies(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "MARK=survived; echo set-$((3+4))", "set-7")
+    session = page.evaluate("document.body.dataset.session")
+    page.evaluate(RECORD_STATES)
+
+    worker, = gunicorn_server.worker_pids()
+    os.kill(worker, signal.SIGKILL)  # the socket drops without a close frame (1006)
+
+    page.wait_for_function("() => window.seenStates.includes('reconnecting')"
+                           " && document.body.dataset.state === 'connected'", timeout=20_000)
+    assert page.evaluate("document.body.dataset.session") == session
+    run(page, 'echo "mark-$MARK"', "mark-survived")
+
+
+def test_reconnects_to_the_same_terminal_after_a_restart(gunicorn_server, page):
+    """A deploy (HUP) closes the socket with 1012; the page reattaches at once."""
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "MARK=deployed; echo set-$((4+4))", "set-8")
+    session = page.evaluate("document.body.dataset.session")
+    page.evaluate(RECORD_STATES)
+
+    gunicorn_server.process.send_signal(signal.SIGHUP)
+
+    page.wait_for_function("() => window.seenStates.includes('reconnecting')"
+                           " && document.body.dataset.state === 'connected'", timeout=20_000)
+    assert page.evaluate("document.body.dataset.session") == session
+    run(page, 'echo "mark-$MARK"', "mark-deployed")
+
+
+def test_exit_offers_a_new_terminal(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    first = page.evaluate("document.body.dataset.session")
+    page.keyboard.type("exit")
+    page.keyboard.press("Enter")
+    wait_for_state(page, "closed")
+    assert status_text(page).startswith("closed: session ended")
+
+    link = page.get_by_role("link", name="new terminal")
+    assert "session" not in urlsplit(link.get_attribute("href")).query
+    with page.expect_navigation():
+        link.click()
+    open_terminal(page)
+    assert page.evaluate("document.body.dataset.session") not in ("", first)
+
+
+def test_disconnect_asked_for_does_not_reconnect(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    page.evaluate(RECORD_STATES)
+    page.evaluate("window.termweb.disconnect()")
+    wait_for_state(page, "closed")
+    assert status_text(page) == "closed: disconnected"
+    assert page.get_by_role("link", name="reconnect").is_visible()
+    states = page.evaluate("window.seenStates")
+    assert "reconnecting" not in states, states
+
+
+def test_unknown_session_is_closed_without_reconnecting(gunicorn_server, page):
+    page.add_init_script(f"({RECORD_STATES})()")
+    page.goto(gunicorn_server.url + "/?session=no-such-session")
+    wait_for_state(page, "closed")
+    assert status_text(page).startswith("closed:")
+    assert page.get_by_role("link", name="new terminal").is_visible()
+    states = page.evaluate("window.seenStates")
+    assert "closed" in states and "reconnecting" not in states, states
+
+
+def test_search_box_opens_and_closes(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "echo needle-$((5*5))", "needle-25")
+    page.keyboard.press("Control+Shift+F")
+    search = page.locator("#search")
+    search.locator("input").wait_for(state="visible")
+    page.keyboard.type("needle-25")
+    page.wait_for_function(r"() => /^\d+ of \d+$/.test(document.querySelector('#search output').value)")
+    page.keyboard.press("Escape")
+    search.wait_for(state="hidden")
+
+
+def test_works_without_webgl(gunicorn_server, page):
+    """Machines without WebGL2 get xterm's DOM renderer."""
+    page.add_init_script("""(() => {
+      const getContext = HTMLCanvasElement.prototype.getContext;
+      HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+        return kind === 'webgl2' ? null : getContext.call(this, kind, ...rest);
+      };
+    })()""")
+    open_terminal(page, gunicorn_server.url + "/")
+    assert page.evaluate("window.termweb.renderer") == "dom"
+    run(page, "echo $((6*7))", "42")
