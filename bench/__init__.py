@@ -1,0 +1,14 @@
+"""termweb's benchmark: ``python -m bench.run`` (or ``./bench.sh``).
+
+Modules, each small:
+
+* ``server``    start/stop a real termweb (gunicorn + its own tmux socket)
+* ``client``    a minimal terminal client over the wire protocol, plus
+                escape stripping and prompt detection
+* ``scenarios`` the measurements; each takes a base URL (and optionally a
+                client factory), so another server can be measured the same way
+* ``load``      the load generator, run in a separate process
+* ``procs``     /proc readings: process trees, PSS/RSS, CPU ticks
+* ``report``    percentiles, JSON and the Markdown table
+* ``run``       the command line
+"""
