@@ -23,8 +23,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(ROOT / "static"),
                 template_folder=str(ROOT / "templates"))
     app.config["SOCK_SERVER_OPTIONS"] = {
-        "ping_interval": settings.ping_interval or None,
+        # Pings are the gateway's own (TerminalConnection._ping).
+        "ping_interval": None,
         "max_message_size": settings.max_message_bytes,
+        # Client messages are handled in the reader as they arrive.
+        "event_class": gateway.InputDispatchEvent,
     }
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()

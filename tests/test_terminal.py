@@ -54,17 +54,25 @@ def test_resize_changes_stty_size(term):
     t.run(STTY_SIZE, "SZ43x132")
 
 
-def test_ctrl_c_stops_sleep(term):
+def _wait_for_foreground(tmux, session_id: str, command: str) -> None:
+    wait_until(lambda: tmux.run("display", "-p", "-t", f"={session_id}:",
+                                "#{pane_current_command}").strip() == command,
+               message=f"{command} never became the foreground command")
+
+
+def test_ctrl_c_stops_sleep(term, gunicorn_server):
     t = term()
     t.run("echo go-$((2+3)); sleep 100; echo after-$((3+4))", "go-5", FIRST_COMMAND_TIMEOUT)
+    _wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
     t.type(b"\x03")
     t.run("echo alive-$((4+5))", "alive-9")
     assert b"after-7" not in t.output  # the whole line was interrupted
 
 
-def test_interrupt_control_stops_sleep(term):
+def test_interrupt_control_stops_sleep(term, gunicorn_server):
     t = term()
-    t.run("sleep 100; echo after-$((3+4))", "sleep 100", FIRST_COMMAND_TIMEOUT)
+    t.run("echo go-$((2+3)); sleep 100; echo after-$((3+4))", "go-5", FIRST_COMMAND_TIMEOUT)
+    _wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
     t.control("interrupt")
     t.run("echo alive-$((4+5))", "alive-9")
     assert b"after-7" not in t.output
