@@ -91,6 +91,12 @@ class TermClient:
             self._pump(min(left, 0.5))
         return bytes(self.output)
 
+    def expect_nothing(self, seconds: float) -> None:
+        """Keep reading (and so answering pings) for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._pump(left)
+
     def next_message(self, kind: str | None = None, timeout: float = 10.0) -> dict:
         """The first not yet taken JSON message (of ``kind`` if given)."""
         deadline = time.monotonic() + timeout

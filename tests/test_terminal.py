@@ -6,7 +6,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from .helpers import wait_until
+from .helpers import TermClient, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # The first command waits for bash to start, slow on a loaded machine.
@@ -208,3 +208,22 @@ def test_a_client_that_stops_reading_is_not_buffered_in_the_server(term, gunicor
     before = len(t.output)
     t.expect("stopped-81", 30)
     assert len(t.output) - before < 4 * 1024 * 1024  # measured: ~0.4 MB
+
+
+def test_a_client_that_answers_no_pings_is_closed_with_1008(gunicorn_factory):
+    server = gunicorn_factory(ping_interval=1)
+    silent = TermClient(server.url)
+    answering = TermClient(server.url)
+    deadline = time.monotonic() + 3.5  # three pings' time
+    while time.monotonic() < deadline:  # reading answers the pings (websocket-client pongs)
+        answering.expect_nothing(0.2)
+    # The silent client read nothing, so its pings went unanswered. Read its
+    # raw stream now: websocket-client would try to answer the stale pings.
+    raw, received = silent.ws.sock, b""
+    raw.settimeout(10)
+    while chunk := raw.recv(65536):
+        received += chunk
+    assert b"\x88\x0e\x03\xf0ping timeout" in received  # close frame, code 1008
+    answering.run("echo still-here-$((2+2))", "still-here-4", FIRST_COMMAND_TIMEOUT)
+    assert server.tmux.has_session(silent.session_id)
+    answering.close()
