@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings from TERMWEB_* unless given, tmux started, routes bound."""
-    from . import gateway, web
+    from . import gateway, transport, web
 
     settings = settings or Settings.from_env()
     logging.getLogger("termweb").setLevel(settings.log_level.upper())
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         "ping_interval": None,
         "max_message_size": settings.max_message_bytes,
         # Client messages are handled in the reader as they arrive.
-        "event_class": gateway.InputDispatchEvent,
+        "event_class": transport.InputDispatchEvent,
     }
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()

@@ -109,6 +109,10 @@ class PtyBridge:
             except BlockingIOError:
                 wait_write(self.fd)
                 continue
+            except OSError as exc:
+                if exc.errno in (errno.EIO, errno.EBADF):  # the child is gone; read() reports it
+                    return
+                raise
             view = view[written:]
 
     def resize(self, cols: int, rows: int) -> None:

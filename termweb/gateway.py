@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import socket
-import struct
 import threading
 import time
 from urllib.parse import urlsplit
@@ -27,14 +25,12 @@ from .config import Settings
 from .protocol import ProtocolError
 from .sessions import SessionNotFound, SessionRouter
 from .tmux import TmuxError
+from .transport import PING_FRAME, SendAllSocket, binary_frame, tune_socket
 
 log = logging.getLogger("termweb.gateway")
 bp = Blueprint("gateway", __name__)
 sock = Sock()
 CLOSE_WAIT_SECONDS = 2.0
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1024 * 1024
-PING_FRAME = b"\x89\x00"  # FIN + ping opcode, empty payload
 
 
 class Refusal(Exception):
@@ -43,77 +39,6 @@ class Refusal(Exception):
     def __init__(self, code: str, message: str, close_code: int):
         super().__init__(message)
         self.code, self.message, self.close_code = code, message, close_code
-
-
-class SendAllSocket:
-    """The upgraded socket, with every send made whole and atomic.
-
-    simple-websocket 1.1.0 writes frames with ``socket.send`` and ignores
-    partial writes, which corrupts the stream to a slow client (PITFALLS #3);
-    its reader thread also sends pongs while our greenlets send output.
-    """
-
-    def __init__(self, raw: socket.socket):
-        self._raw = raw
-        self._lock = threading.Lock()
-
-    def send(self, data: bytes) -> int:
-        with self._lock:
-            self._raw.sendall(data)
-        return len(data)
-
-    def close(self) -> None:
-        """Half-close only: gunicorn, the socket's owner, closes it after `drain`.
-
-        simple-websocket closes the socket from its reader thread; a second
-        closer racing gunicorn's own close can release a descriptor number
-        that a new connection then reuses.
-        """
-        try:
-            self._raw.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def drain(self) -> None:
-        """Read and drop what the client still sends, until it closes too.
-
-        Closing with unread input makes the kernel send a reset, which can
-        destroy our last frame before the client reads it, e.g. the 1009
-        close that answers an oversize message.
-        """
-        deadline = time.monotonic() + LINGER_SECONDS
-        drained = 0
-        try:
-            self._raw.settimeout(LINGER_SECONDS)
-            while drained < LINGER_BYTES and time.monotonic() < deadline:
-                chunk = self._raw.recv(64 * 1024)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except OSError:
-            pass
-
-    def __getattr__(self, name: str):
-        return getattr(self._raw, name)
-
-
-class InputDispatchEvent(Event):
-    """simple-websocket's "message queued" event, able to run a hook when set.
-
-    simple-websocket sets this event in its reader greenlet right after it
-    queues each incoming message. The connection's hook handles the message
-    there and then: a keystroke reaches the pty without a hand-off to another
-    greenlet, and while the pty is full the reader stops reading the socket,
-    so a client flooding input is slowed by TCP instead of filling the
-    worker's memory with queued messages.
-    """
-
-    on_set = None
-
-    def set(self) -> None:
-        super().set()
-        if self.on_set is not None:
-            self.on_set()
 
 
 class Gateway:
@@ -153,23 +78,12 @@ def guard_handshake():
         return Response("cross-origin WebSocket refused\n", status=403, mimetype="text/plain")
     raw = request.environ.get("gunicorn.socket")
     if raw is not None:
-        _tune_socket(raw, gw.settings)
+        tune_socket(raw, gw.settings.send_buffer_bytes)
         request.environ["gunicorn.socket"] = SendAllSocket(raw)
     if not gw.settings.ws_compression:
         # Deflate costs CPU on every frame and latency on every keystroke.
         request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
     return None
-
-
-def _tune_socket(raw: socket.socket, settings: Settings) -> None:
-    try:
-        # Small replies go out at once, not after the peer's delayed ACK (PITFALLS #21).
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # A slow client backs up into the pty and tmux, not into megabytes of
-        # kernel buffer it would see seconds late (PITFALLS #8).
-        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.send_buffer_bytes)
-    except OSError as exc:
-        log.debug("could not tune socket: %s", exc)
 
 
 @sock.route("/ws", bp=bp)
@@ -234,6 +148,11 @@ class TerminalConnection:
             raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
         except (TmuxError, OSError) as exc:
             log.error("tmux failed for session %s: %s", self.session_id, exc)
+            if self.session_id and not requested:  # made for this client, who cannot reach it
+                try:
+                    router.destroy(self.session_id)
+                except TmuxError:
+                    pass
             raise Refusal("backend_unavailable", f"could not start the terminal: {exc}",
                           p.CLOSE_INTERNAL) from None
         self.send(p.message(p.CONTROL, self.session_id, {
@@ -281,6 +200,9 @@ class TerminalConnection:
         if self.gw.router.exists(self.session_id):
             raise Refusal("backend_unavailable", "the terminal's tmux client ended unexpectedly",
                           p.CLOSE_INTERNAL)
+        if not self.gw.router.backend_running():
+            raise Refusal("session_lost", "the tmux server behind this terminal stopped; "
+                          "its shell is gone", p.CLOSE_NOT_FOUND)
         self.send(p.message(p.CONTROL, self.session_id, {"action": p.EXIT, "reason": "the shell exited"}))
         self._close(p.CLOSE_NORMAL, "session ended")
 
@@ -300,8 +222,10 @@ class TerminalConnection:
                 self._input_stop.set()
                 return
             self.ws.pong_received = False  # simple-websocket sets it on every pong
-            with self._send_lock:
-                self.ws.sock.send(PING_FRAME)
+            try:
+                self._send_frame(PING_FRAME)
+            except (ConnectionClosed, ConnectionError):
+                return
 
     # -- the two pumps ----------------------------------------------------
 
@@ -312,7 +236,7 @@ class TerminalConnection:
                 if self.json_mode:
                     self.send(p.message(p.OUTPUT, self.session_id, self._decoder.decode(data)))
                 else:
-                    self._send_binary(data)
+                    self._send_frame(binary_frame(data))
         except (ConnectionClosed, ConnectionError):  # the client went away mid-send
             pass
 
@@ -387,24 +311,12 @@ class TerminalConnection:
         with self._send_lock:
             self.ws.send(text)
 
-    def _send_binary(self, data: bytes) -> None:
-        """One unfragmented, unmasked binary frame (RFC 6455 section 5.2).
-
-        The hot path: framing it here skips wsproto's general machinery. A
-        whole frame leaves wsproto's state untouched, and an uncompressed
-        message is valid even where permessage-deflate was negotiated.
-        """
-        size = len(data)
-        if size < 126:
-            header = bytes((0x82, size))
-        elif size < 65536:
-            header = struct.pack("!BBH", 0x82, 126, size)
-        else:
-            header = struct.pack("!BBQ", 0x82, 127, size)
+    def _send_frame(self, frame: bytes) -> None:
+        """Send a frame built by `transport`, unless the socket is already closing."""
         with self._send_lock:
             if not self.ws.connected:
                 raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
-            self.ws.sock.send(header + data)
+            self.ws.sock.send(frame)
 
     def _close(self, code: int, reason: str) -> None:
         try:

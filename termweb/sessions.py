@@ -41,6 +41,9 @@ class SessionRouter:
     def clear(self, session_id: str) -> None:
         self.tmux.clear(session_id)
 
+    def backend_running(self) -> bool:
+        return self.tmux.running()
+
     def destroy(self, session_id: str) -> None:
         if self.exists(session_id):
             self.tmux.kill_session(session_id)

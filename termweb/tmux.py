@@ -18,6 +18,13 @@ CLIENT_TERM = "xterm-256color"
 class TmuxError(RuntimeError):
     """A tmux command failed; the message is tmux's own."""
 
+    @property
+    def server_gone(self) -> bool:
+        """The command failed because no server answers on the socket."""
+        text = str(self).lower()
+        return any(part in text for part in ("no server running", "error connecting",
+                                             "server exited", "no such file"))
+
 
 def clean_environment(shell: str) -> dict[str, str]:
     """The only variables a tmux server (and so every shell) inherits."""
@@ -77,7 +84,7 @@ class TmuxServer:
         except TmuxError as exc:
             # The server may have died or exited between our calls (PITFALLS #11):
             # start it again and retry once.
-            if "server" not in str(exc) and "no such file" not in str(exc).lower():
+            if not exc.server_gone:
                 raise
             self.start()
             self.run(*args)
@@ -93,9 +100,16 @@ class TmuxServer:
         try:
             return self.run("list-sessions", "-F", "#{session_name}").split()
         except TmuxError as exc:
-            if "no server running" in str(exc) or "error connecting" in str(exc):
+            if exc.server_gone:
                 return []
             raise
+
+    def running(self) -> bool:
+        try:
+            self.run("list-sessions")
+        except TmuxError as exc:
+            return not exc.server_gone
+        return True
 
     def kill_session(self, name: str) -> None:
         self.run("kill-session", "-t", "=" + name)

@@ -14,7 +14,7 @@ import pytest
 
 from termweb.tmux import TmuxServer
 
-from .helpers import free_port, wait_until
+from .helpers import TermClient, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SHELL = "/bin/bash"
@@ -112,9 +112,7 @@ def gunicorn_server(gunicorn_factory) -> GunicornServer:
 
 @pytest.fixture
 def term(gunicorn_server):
-    """A connected terminal client on a new session; closed after the test."""
-    from .helpers import TermClient
-
+    """Connect terminal clients (``term(**query)``); all are closed after the test."""
     clients = []
 
     def connect(**params) -> TermClient:

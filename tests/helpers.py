@@ -21,6 +21,17 @@ def wait_until(fn, timeout: float = 10.0, interval: float = 0.02, message: str =
         time.sleep(interval)
 
 
+def wait_for_foreground(tmux, session_id: str, command: str) -> None:
+    """Wait until ``command`` runs in the foreground of the session's pane.
+
+    A Ctrl-C sent while the shell is still starting the command can reach
+    the shell instead of the command, and the command then runs on.
+    """
+    wait_until(lambda: tmux.run("display", "-p", "-t", f"={session_id}:",
+                                "#{pane_current_command}").strip() == command,
+               message=f"{command} never became the foreground command")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

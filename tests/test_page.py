@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import sync_playwright
 
-from .helpers import wait_until
+from .helpers import wait_for_foreground, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -124,6 +124,8 @@ def test_ctrl_c_reaches_the_shell(gunicorn_server, page):
     open_terminal(page, gunicorn_server.url + "/")
     page.keyboard.type("sleep 60; echo not-interrupted")
     page.keyboard.press("Enter")
+    session_id = page.evaluate("() => document.body.dataset.session")
+    wait_for_foreground(gunicorn_server.tmux, session_id, "sleep")
     page.keyboard.press("Control+C")
     run(page, "echo after-$((1+1))", "after-2")
     assert not page.evaluate(HAS_LINE, "not-interrupted")

@@ -1,4 +1,5 @@
 """A terminal over the WebSocket: real gunicorn, real tmux, real bash."""
+import os
 import signal
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from .helpers import TermClient, wait_until
+from .helpers import TermClient, wait_for_foreground, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 # The first command waits for bash to start, slow on a loaded machine.
@@ -54,16 +55,10 @@ def test_resize_changes_stty_size(term):
     t.run(STTY_SIZE, "SZ43x132")
 
 
-def _wait_for_foreground(tmux, session_id: str, command: str) -> None:
-    wait_until(lambda: tmux.run("display", "-p", "-t", f"={session_id}:",
-                                "#{pane_current_command}").strip() == command,
-               message=f"{command} never became the foreground command")
-
-
 def test_ctrl_c_stops_sleep(term, gunicorn_server):
     t = term()
     t.run("echo go-$((2+3)); sleep 100; echo after-$((3+4))", "go-5", FIRST_COMMAND_TIMEOUT)
-    _wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
+    wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
     t.type(b"\x03")
     t.run("echo alive-$((4+5))", "alive-9")
     assert b"after-7" not in t.output  # the whole line was interrupted
@@ -72,7 +67,7 @@ def test_ctrl_c_stops_sleep(term, gunicorn_server):
 def test_interrupt_control_stops_sleep(term, gunicorn_server):
     t = term()
     t.run("echo go-$((2+3)); sleep 100; echo after-$((3+4))", "go-5", FIRST_COMMAND_TIMEOUT)
-    _wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
+    wait_for_foreground(gunicorn_server.tmux, t.session_id, "sleep")
     t.control("interrupt")
     t.run("echo alive-$((4+5))", "alive-9")
     assert b"after-7" not in t.output
@@ -227,3 +222,15 @@ def test_a_client_that_answers_no_pings_is_closed_with_1008(gunicorn_factory):
     answering.run("echo still-here-$((2+2))", "still-here-4", FIRST_COMMAND_TIMEOUT)
     assert server.tmux.has_session(silent.session_id)
     answering.close()
+
+
+def test_a_killed_tmux_server_is_reported_and_new_terminals_still_open(term, gunicorn_server):
+    t = term()
+    t.run("echo before-$((1+1))", "before-2", FIRST_COMMAND_TIMEOUT)
+    tmux_pid = int(gunicorn_server.tmux.run("display", "-p", "-t", f"={t.session_id}:", "#{pid}"))
+    os.kill(tmux_pid, signal.SIGKILL)
+    error = t.next_message("error")
+    assert error["payload"]["code"] == "session_lost"
+    assert t.wait_closed().code == 4404
+    fresh = term()  # termweb starts a new tmux server
+    fresh.run("echo after-$((2+2))", "after-4", FIRST_COMMAND_TIMEOUT)
