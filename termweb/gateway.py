@@ -18,6 +18,7 @@ from gevent.event import Event
 from flask import Blueprint, Response, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import LocalProtocolError
 
 from . import protocol as p
 from .bridge import PtyBridge
@@ -109,7 +110,17 @@ class TerminalConnection:
     # -- life cycle -------------------------------------------------------
 
     def serve(self) -> None:
-        """Run the connection to its end; never lets an exception out (PITFALLS #4)."""
+        """Run the connection to its end.
+
+        Nothing may escape: after the upgrade, an exception would make Flask
+        write an HTTP 500 into the WebSocket stream (PITFALLS #4).
+        """
+        try:
+            self._serve()
+        except Exception:  # noqa: BLE001 -- the last line of defence, logged
+            log.exception("terminal connection failed while closing (session=%s)", self.session_id)
+
+    def _serve(self) -> None:
         try:
             self._open()
             self._run()
@@ -328,6 +339,6 @@ class TerminalConnection:
     def _close_with_error(self, code: str, message: str, close_code: int) -> None:
         try:
             self.send(p.error(self.session_id, code, message))
-        except (ConnectionClosed, OSError):
+        except (ConnectionClosed, OSError, LocalProtocolError):  # already closing
             return
         self._close(close_code, message[:120])

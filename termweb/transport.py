@@ -13,6 +13,7 @@ import threading
 import time
 
 from gevent.event import Event
+from gevent.exceptions import ConcurrentObjectUseError
 
 log = logging.getLogger("termweb.transport")
 LINGER_SECONDS = 1.0
@@ -65,7 +66,7 @@ class SendAllSocket:
                 if not chunk:
                     break
                 drained += len(chunk)
-        except OSError:
+        except (OSError, ConcurrentObjectUseError):  # closed, or still read elsewhere
             pass
 
     def __getattr__(self, name: str):

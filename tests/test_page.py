@@ -193,7 +193,7 @@ def test_exit_offers_a_new_terminal(gunicorn_server, page):
     page.keyboard.type("exit")
     page.keyboard.press("Enter")
     wait_for_state(page, "closed")
-    assert status_text(page).startswith("closed: session ended")
+    assert status_text(page).startswith("closed: session ended"), status_text(page)
 
     link = page.get_by_role("link", name="new terminal")
     assert "session" not in urlsplit(link.get_attribute("href")).query
