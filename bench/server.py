@@ -12,6 +12,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from termweb.tmux import TmuxServer
+
 from . import procs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +92,7 @@ class TermwebServer:
                         except ProcessLookupError:
                             pass
         finally:
-            subprocess.run(["tmux", "-L", self.tmux_socket, "kill-server"], capture_output=True,
-                           stdin=subprocess.DEVNULL, timeout=10)
+            TmuxServer(self.tmux_socket, "/bin/bash").kill_server()  # removes the socket too
             self._log.close()
 
     def __enter__(self) -> "TermwebServer":
