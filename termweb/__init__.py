@@ -6,6 +6,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from . import gateway, transport, web
 from .config import Settings
 from .sessions import SessionRouter
 from .tmux import TmuxServer
@@ -16,8 +17,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app: settings from TERMWEB_* unless given, tmux started, routes bound."""
-    from . import gateway, transport, web
-
     settings = settings or Settings.from_env()
     logging.getLogger("termweb").setLevel(settings.log_level.upper())
     app = Flask(__name__, static_folder=str(ROOT / "static"),

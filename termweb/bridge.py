@@ -14,7 +14,6 @@ import struct
 import termios
 import types
 
-import ptyprocess
 import gevent.os
 import ptyprocess.ptyprocess
 from gevent import monkey, sleep
@@ -50,7 +49,7 @@ class PtyBridge:
     """A child process on a pty whose output is read without blocking the hub."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cols: int, rows: int):
-        self.process = ptyprocess.PtyProcess.spawn(argv, env=env, dimensions=(rows, cols))
+        self.process = ptyprocess.ptyprocess.PtyProcess.spawn(argv, env=env, dimensions=(rows, cols))
         # Our own descriptor for the pty, closed only through gevent (which
         # wakes anything waiting on it). ptyprocess's file object would
         # otherwise close the same number again when garbage-collected, by

@@ -157,34 +157,28 @@ def test_reload_reattaches_the_same_terminal(gunicorn_server, page):
     run(page, 'echo "mark-$MARK"', "mark-kept")
 
 
-def test_reconnects_to_the_same_terminal_after_the_worker_dies(gunicorn_server, page):
+def _kill_worker(server):
+    worker, = server.worker_pids()
+    os.kill(worker, signal.SIGKILL)  # the socket drops without a close frame (1006)
+
+
+def _deploy(server):
+    server.process.send_signal(signal.SIGHUP)  # the socket closes with 1012
+
+
+@pytest.mark.parametrize("disruption", [_kill_worker, _deploy], ids=["worker-killed", "deploy"])
+def test_reconnects_to_the_same_terminal(gunicorn_server, page, disruption):
     open_terminal(page, gunicorn_server.url + "/")
     run(page, "MARK=survived; echo set-$((3+4))", "set-7")
     session = page.evaluate("document.body.dataset.session")
     page.evaluate(RECORD_STATES)
 
-    worker, = gunicorn_server.worker_pids()
-    os.kill(worker, signal.SIGKILL)  # the socket drops without a close frame (1006)
+    disruption(gunicorn_server)
 
     page.wait_for_function("() => window.seenStates.includes('reconnecting')"
                            " && document.body.dataset.state === 'connected'", timeout=20_000)
     assert page.evaluate("document.body.dataset.session") == session
     run(page, 'echo "mark-$MARK"', "mark-survived")
-
-
-def test_reconnects_to_the_same_terminal_after_a_restart(gunicorn_server, page):
-    """A deploy (HUP) closes the socket with 1012; the page reattaches at once."""
-    open_terminal(page, gunicorn_server.url + "/")
-    run(page, "MARK=deployed; echo set-$((4+4))", "set-8")
-    session = page.evaluate("document.body.dataset.session")
-    page.evaluate(RECORD_STATES)
-
-    gunicorn_server.process.send_signal(signal.SIGHUP)
-
-    page.wait_for_function("() => window.seenStates.includes('reconnecting')"
-                           " && document.body.dataset.state === 'connected'", timeout=20_000)
-    assert page.evaluate("document.body.dataset.session") == session
-    run(page, 'echo "mark-$MARK"', "mark-deployed")
 
 
 def test_exit_offers_a_new_terminal(gunicorn_server, page):
