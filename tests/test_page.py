@@ -120,6 +120,21 @@ def test_window_resize_changes_stty_size(gunicorn_server, page):
     run(page, 'echo "size:$(stty size)"', "size:%d %d" % tuple(after))
 
 
+def test_output_scrolled_off_the_screen_stays_in_the_page_scrollback(gunicorn_server, page):
+    """tmux draws on the normal screen, so lines it scrolls off land in xterm.js's
+    scrollback, where the mouse wheel and the search box reach them. (A burst
+    of more than a screenful at once is redrawn by tmux as its last screen:
+    see docs/configuration.md.)"""
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "for i in $(seq 1 80); do echo row-$i; sleep 0.005; done; echo end-$((5*5))", "end-25")
+    assert page.evaluate(HAS_LINE, "row-3")  # long scrolled off the visible rows
+    bottom = page.evaluate("() => window.termweb.term.buffer.active.viewportY")
+    assert bottom > 0
+    page.mouse.move(400, 300)
+    page.mouse.wheel(0, -3000)
+    page.wait_for_function("y => window.termweb.term.buffer.active.viewportY < y", arg=bottom)
+
+
 def test_ctrl_c_reaches_the_shell(gunicorn_server, page):
     open_terminal(page, gunicorn_server.url + "/")
     page.keyboard.type("sleep 60; echo not-interrupted")
