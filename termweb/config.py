@@ -72,21 +72,23 @@ class Settings:
         return f"{host}:{self.port}"
 
 
-def _parse(name: str, kind: object, raw: str) -> object:
+def _parse(name: str, kind: str, raw: str) -> object:
+    """``raw`` as the field's type; ``kind`` is its annotation, a string here
+    (``from __future__ import annotations``)."""
     key = "TERMWEB_" + name.upper()
-    if kind in (int, "int"):
+    if kind == "int":
         try:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{key} must be a whole number, not {raw!r}") from None
-    if kind in (bool, "bool"):
+    if kind == "bool":
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{key} must be on or off, not {raw!r}")
-    if "tuple" in str(kind):
+    if kind.startswith("tuple"):
         return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
     return raw
 
