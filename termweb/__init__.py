@@ -6,9 +6,10 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import gateway, transport, web
+from . import api, gateway, transport, web
 from .config import Settings
 from .sessions import SessionRouter
+from .store import open_store
 from .tmux import TmuxServer
 
 __version__ = "0.1.0"
@@ -30,7 +31,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     }
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()
-    app.extensions["termweb"] = gateway.Gateway(settings, SessionRouter(tmux))
+    store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
+    gw = gateway.Gateway(settings, SessionRouter(store, tmux))
+    # Before the first request: a worker that replaced a crashed one (with the
+    # in-memory store, an empty one) knows the running sessions again, so
+    # returning pages reattach instead of hearing "no such session".
+    gw.keeper.sweep_if_leader()
+    app.extensions["termweb"] = gw
     app.register_blueprint(web.bp)
     app.register_blueprint(gateway.bp)
+    app.register_blueprint(api.bp)
     return app

@@ -38,6 +38,13 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     ws_compression: bool = False
     log_level: str = "info"
+    redis_url: str = ""
+    redis_prefix: str = "termweb:"
+    session_ttl: int = 7 * 24 * 3600
+    idle_after: int = 300
+    reconcile_interval: int = 15
+    orphans: str = "adopt"
+    restore_lines: int = 5000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -54,7 +61,8 @@ class Settings:
 
     def validate(self) -> None:
         for name in ("port", "workers", "worker_connections", "max_terminals",
-                     "history_limit", "max_message_bytes", "send_buffer_bytes"):
+                     "history_limit", "max_message_bytes", "send_buffer_bytes",
+                     "session_ttl", "idle_after", "reconcile_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TERMWEB_{name.upper()} must be positive")
         if self.ping_interval < 0:
@@ -63,8 +71,22 @@ class Settings:
             # Each terminal holds a worker connection for its whole life;
             # without headroom the page and health checks stop answering.
             raise ConfigError("TERMWEB_MAX_TERMINALS must be below TERMWEB_WORKER_CONNECTIONS")
+        if self.restore_lines < 0:
+            raise ConfigError("TERMWEB_RESTORE_LINES must be 0 (off) or positive")
+        if self.orphans not in ("adopt", "reap"):
+            raise ConfigError(f"TERMWEB_ORPHANS must be adopt or reap, not {self.orphans!r}")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("TERMWEB_REDIS_URL must start with redis://, rediss:// or unix://")
         if not os.access(self.shell, os.X_OK):
             raise ConfigError(f"TERMWEB_SHELL {self.shell!r} is not an executable file")
+
+    def store_problem(self, workers: int) -> str | None:
+        """Why this many workers cannot share the configured store, or None."""
+        if workers > 1 and not self.redis_url:
+            return (f"{workers} workers need a shared session store: set TERMWEB_REDIS_URL "
+                    "(e.g. redis://127.0.0.1:6379/0), or run one worker. With the in-memory "
+                    "store, each worker would see only its own sessions.")
+        return None
 
     @property
     def bind(self) -> str:

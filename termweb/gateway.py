@@ -24,7 +24,10 @@ from . import protocol as p
 from .bridge import PtyBridge
 from .config import Settings
 from .protocol import ProtocolError
-from .sessions import SessionNotFound, SessionRouter
+from .keeper import SessionKeeper
+from .sessions import (DEFAULT_USER, REASON_EXITED, SessionEnded, SessionNotFound,
+                       SessionRouter)
+from .store import StoreUnavailable
 from .tmux import TmuxError
 from .transport import PING_FRAME, SendAllSocket, binary_frame, tune_socket
 
@@ -48,7 +51,14 @@ class Gateway:
     def __init__(self, settings: Settings, router: SessionRouter):
         self.settings = settings
         self.router = router
+        self.keeper = SessionKeeper(router, settings)
         self.live: set[TerminalConnection] = set()
+        self._background: list[gevent.Greenlet] = []
+
+    def start_background(self) -> None:
+        """Start the periodic session sweep (in a gunicorn worker, once it runs)."""
+        if not self._background:
+            self._background.append(gevent.spawn(self.keeper.run_forever))
 
     def close_all(self) -> None:
         """Tell every live terminal the server is restarting (close 1012)."""
@@ -65,6 +75,12 @@ class Gateway:
 
 def gateway() -> Gateway:
     return current_app.extensions["termweb"]
+
+
+def current_user_id() -> str:
+    """Whose terminals this request may reach. Everyone is the one local
+    user until login exists (issue #4)."""
+    return DEFAULT_USER
 
 
 @bp.before_app_request
@@ -89,16 +105,18 @@ def guard_handshake():
 
 @sock.route("/ws", bp=bp)
 def terminal_socket(ws):
-    TerminalConnection(ws, gateway(), request.args).serve()
+    TerminalConnection(ws, gateway(), request.args, current_user_id()).serve()
 
 
 class TerminalConnection:
-    def __init__(self, ws, gw: Gateway, args):
+    def __init__(self, ws, gw: Gateway, args, user_id: str):
         self.ws = ws
         self.gw = gw
         self.args = args
+        self.user_id = user_id
         self.session_id: str | None = None
         self.bridge: PtyBridge | None = None
+        self.counted = False  # the store counts this connection: detach at the end
         self.json_mode = False
         self.disconnect_requested = False
         self._dispatching = False
@@ -136,6 +154,7 @@ class TerminalConnection:
             self.gw.live.discard(self)
             if self.bridge is not None:
                 self.bridge.close()
+            self._count_out()
             # Once simple-websocket's reader is done, drain the socket so that
             # gunicorn's close does not reset it under our last frame.
             self.ws.thread.join(CLOSE_WAIT_SECONDS)
@@ -152,23 +171,66 @@ class TerminalConnection:
         self.gw.live.add(self)
         router = self.gw.router
         requested = self.args.get("session")
+        restore = self.args.get("restore", "1") != "0"
         try:
-            self.session_id = requested or router.create(cols, rows)
-            self.bridge = router.attach(self.session_id, cols, rows)
+            if requested:
+                self.session_id = requested
+            else:
+                self.session_id = router.create(self.user_id, cols, rows).session_id
+            attachment = router.attach(
+                self.session_id, self.user_id, cols, rows, created=not requested,
+                history_lines=self.gw.settings.restore_lines if restore else 0)
         except SessionNotFound as exc:
             raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
+        except SessionEnded as exc:
+            raise Refusal("session_ended", str(exc), p.CLOSE_NOT_FOUND) from None
+        except StoreUnavailable as exc:
+            log.error("session store unavailable: %s", exc)
+            self._abandon_new_session(requested)
+            raise Refusal("store_unavailable", "the session store is unavailable; "
+                          "try again shortly", p.CLOSE_TRY_AGAIN) from None
         except (TmuxError, OSError) as exc:
             log.error("tmux failed for session %s: %s", self.session_id, exc)
-            if self.session_id and not requested:  # made for this client, who cannot reach it
-                try:
-                    router.destroy(self.session_id)
-                except TmuxError:
-                    pass
+            self._abandon_new_session(requested)
             raise Refusal("backend_unavailable", f"could not start the terminal: {exc}",
                           p.CLOSE_INTERNAL) from None
+        self.bridge, self.counted = attachment.bridge, True
         self.send(p.message(p.CONTROL, self.session_id, {
             "action": p.READY, "cols": cols, "rows": rows, "encoding": encoding,
-            "created": not requested, "pingInterval": self.gw.settings.ping_interval}))
+            "created": not requested, "restored": len(attachment.history),
+            "pingInterval": self.gw.settings.ping_interval}))
+        if attachment.history:
+            self._send_history(attachment.history, rows)
+
+    def _send_history(self, history: bytes, rows: int) -> None:
+        """Earlier output into the page's scrollback, ahead of tmux's redraw.
+
+        The lines go in one frame, followed by enough newlines to scroll them
+        all off the screen, which tmux then repaints.
+        """
+        data = history.rstrip(b"\n").replace(b"\n", b"\r\n") + b"\r\n" * rows
+        if self.json_mode:
+            self.send(p.message(p.OUTPUT, self.session_id, data.decode("utf-8", "replace")))
+        else:
+            self._send_frame(binary_frame(data))
+
+    def _abandon_new_session(self, requested: str | None) -> None:
+        """A session made for this client, who cannot reach it, is killed."""
+        if self.session_id and not requested:
+            try:
+                self.gw.router.destroy(self.session_id, self.user_id, "could not be attached")
+            except Exception:  # noqa: BLE001 -- the sweep ends what is left
+                log.warning("could not clean up session %s", self.session_id)
+
+    def _count_out(self) -> None:
+        if not self.counted:
+            return
+        self.counted = False
+        try:
+            self.gw.router.detach(self.session_id)
+        except StoreUnavailable as exc:
+            # The sweep corrects the count from tmux once the store is back.
+            log.warning("session %s: could not count the connection out: %s", self.session_id, exc)
 
     def _handshake_args(self) -> tuple[int, int, str]:
         try:
@@ -208,14 +270,27 @@ class TerminalConnection:
                 self._close(p.CLOSE_NORMAL, "disconnect requested")
             return
         output.get()  # re-raises a failure of the output side
-        if self.gw.router.exists(self.session_id):
+        router = self.gw.router
+        if router.exists(self.session_id):
             raise Refusal("backend_unavailable", "the terminal's tmux client ended unexpectedly",
                           p.CLOSE_INTERNAL)
-        if not self.gw.router.backend_running():
+        if not router.backend_running():
+            self._record_end("the tmux server stopped")
             raise Refusal("session_lost", "the tmux server behind this terminal stopped; "
                           "its shell is gone", p.CLOSE_NOT_FOUND)
-        self.send(p.message(p.CONTROL, self.session_id, {"action": p.EXIT, "reason": "the shell exited"}))
+        reason = self._record_end(REASON_EXITED)
+        self.send(p.message(p.CONTROL, self.session_id, {"action": p.EXIT, "reason": reason}))
         self._close(p.CLOSE_NORMAL, "session ended")
+
+    def _record_end(self, reason: str) -> str:
+        """Mark the session ended in the store; return the reason it holds."""
+        self.counted = False  # an ended record counts no connections
+        try:
+            return self.gw.router.end(self.session_id, reason)
+        except StoreUnavailable as exc:
+            log.warning("session %s ended (%s) but the store could not record it: %s",
+                        self.session_id, reason, exc)
+            return reason
 
     def _ping(self, interval: int) -> None:
         """Ping every ``interval`` s; close with 1008 when the last ping got no pong.

@@ -1,42 +1,210 @@
-"""SessionRouter: terminals by id, each one tmux session.
+"""SessionRouter: terminals by id. Each is a tmux session with a store record.
 
-Issue #3 adds the session store, ownership and lifecycle; for now tmux itself
-is the only record of which sessions exist.
+The router is the one place that checks who may reach a session: every
+lookup takes the caller's user id, and someone else's session is reported
+exactly like a nonexistent one. Until login exists (issue #4) every caller
+is `DEFAULT_USER`.
 """
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import socket
+import time
+from dataclasses import dataclass
 
 from .bridge import PtyBridge
-from .tmux import TmuxServer
+from .store import SessionState, SessionStore
+from .tmux import TmuxError, TmuxServer
+
+log = logging.getLogger("termweb.sessions")
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+DEFAULT_USER = "local"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+MAX_ENV_VARS = 64
+MAX_ENV_VALUE = 4096
+
+# Why sessions end, as the page and the session list show it.
+REASON_EXITED = "the shell exited"
+REASON_ENDED_BY_USER = "ended by its owner"
+REASON_VANISHED = "its tmux session is gone"
+REASON_EXPIRED = "nobody reconnected within TERMWEB_SESSION_TTL"
 
 
 class SessionNotFound(LookupError):
+    """No session with this id belongs to the caller (it may exist for someone else)."""
+
     def __str__(self) -> str:
-        return "no running terminal has this session id"
+        return "no terminal session with this id"
+
+
+class SessionEnded(LookupError):
+    """The session existed and has ended; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"this terminal has ended: {self.reason}"
+
+
+class InvalidRequest(ValueError):
+    """A create request with a bad directory, environment or size."""
+
+
+def backend_id_for(tmux: TmuxServer) -> str:
+    """Names the tmux server sessions live in: this host and its socket."""
+    return f"{socket.gethostname()}/{tmux.socket}"
+
+
+@dataclass
+class Attachment:
+    state: SessionState
+    bridge: PtyBridge
+    history: bytes  # earlier output for the page's scrollback, b"" if none was asked
 
 
 class SessionRouter:
-    def __init__(self, tmux: TmuxServer):
+    def __init__(self, store: SessionStore, tmux: TmuxServer):
+        self.store = store
         self.tmux = tmux
+        self.backend_id = backend_id_for(tmux)
 
-    def create(self, cols: int, rows: int) -> str:
-        """Start a new terminal and return its unguessable id (128 random bits)."""
-        session_id = secrets.token_urlsafe(16)
-        self.tmux.new_session(session_id, cols, rows)
-        return session_id
+    # -- lookups ------------------------------------------------------------
+
+    def get(self, session_id: str, user_id: str) -> SessionState:
+        """The caller's session, ended or not; SessionNotFound otherwise.
+
+        Raises StoreUnavailable when the store cannot be asked.
+        """
+        # The id reaches Redis and tmux: only our own id alphabet may pass.
+        if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+            raise SessionNotFound(session_id)
+        state = self.store.get(session_id)
+        if state is None or state.user_id != user_id:
+            raise SessionNotFound(session_id)
+        return state
+
+    def list(self, user_id: str) -> list[SessionState]:
+        """The caller's running sessions, the most recently active first."""
+        states = [s for s in self.store.list(user_id) if not s.ended]
+        return sorted(states, key=lambda s: s.last_activity, reverse=True)
 
     def exists(self, session_id: str) -> bool:
-        # The id reaches tmux as a target: only our own id alphabet may pass.
+        """Whether tmux still runs the session (tmux is the ground truth)."""
         return bool(SESSION_ID.fullmatch(session_id)) and self.tmux.has_session(session_id)
 
-    def attach(self, session_id: str, cols: int, rows: int) -> PtyBridge:
-        if not self.exists(session_id):
-            raise SessionNotFound(session_id)
-        return PtyBridge(self.tmux.attach_command(session_id), self.tmux.env, cols, rows)
+    # -- life cycle ---------------------------------------------------------
+
+    def create(self, user_id: str, cols: int, rows: int, working_directory: str | None = None,
+               environment: dict[str, str] | None = None) -> SessionState:
+        """Start a new terminal with an unguessable id (128 random bits).
+
+        The record is written before tmux starts the session, so a sweep
+        never sees the session without its record and takes it for an orphan.
+        """
+        environment = validate_environment(environment)
+        if working_directory is not None and not (
+                isinstance(working_directory, str) and working_directory.startswith("/")):
+            raise InvalidRequest("workingDirectory must be an absolute path")
+        now = time.time()
+        state = SessionState(
+            session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=self.backend_id,
+            last_activity=now, working_directory=working_directory or self.tmux.env["HOME"],
+            environment=environment, created_at=now, disconnected_at=now)
+        self.store.create(state)
+        try:
+            self.tmux.new_session(state.session_id, cols, rows, working_directory,
+                                  environment, owner=user_id)
+        except TmuxError:
+            self._forget(state.session_id)
+            raise
+        return state
+
+    def attach(self, session_id: str, user_id: str, cols: int, rows: int,
+               history_lines: int = 0, created: bool = False) -> Attachment:
+        """Attach a new tmux client to the caller's session and count it.
+
+        With ``history_lines``, also capture that much of the session's
+        history for the page's scrollback (the attach redraws only the screen).
+        The caller must `detach` once the bridge is closed.
+        """
+        state = self.get(session_id, user_id)
+        if state.ended:
+            raise SessionEnded(state.ended_reason)
+        history = b""
+        if not created:
+            self._check_backend(state)
+            try:
+                if history_lines > 0:  # capturing also proves the session is there
+                    history = self.tmux.capture_history(session_id, history_lines)
+                    if not history.strip(b"\n"):
+                        history = b""
+                elif not self.tmux.has_session(session_id):
+                    raise TmuxError("can't find session")
+            except TmuxError as exc:
+                if self.tmux.running() and not self.tmux.has_session(session_id):
+                    self.store.end(session_id, REASON_VANISHED, time.time())
+                    raise SessionEnded(REASON_VANISHED) from None
+                raise exc
+        counted = self.store.attach(session_id, time.time())
+        if counted is None:  # ended between our two reads
+            raise SessionEnded(REASON_EXITED)
+        try:
+            bridge = PtyBridge(self.tmux.attach_command(session_id), self.tmux.env, cols, rows)
+        except Exception:
+            self.detach(session_id)
+            raise
+        return Attachment(counted, bridge, history)
+
+    def detach(self, session_id: str) -> None:
+        """Count one connection out. Raises StoreUnavailable; the reconciler
+        corrects the count from tmux if this could not be written."""
+        self.store.detach(session_id, time.time())
+
+    def end(self, session_id: str, reason: str) -> str:
+        """Record that a session ended (its shell exited); return the reason
+        the record holds, which may be an earlier one (e.g. ended by its owner)."""
+        state = self.store.get(session_id)
+        if state is not None and state.ended:
+            return state.ended_reason or reason
+        self.store.end(session_id, reason, time.time())
+        return reason
+
+    def destroy(self, session_id: str, user_id: str, reason: str = REASON_ENDED_BY_USER) -> None:
+        """End the caller's session: kill its shell, keep the record a while."""
+        state = self.get(session_id, user_id)
+        if state.ended:
+            raise SessionEnded(state.ended_reason)
+        self._check_backend(state)
+        # The record first, so attached pages are told who ended the session.
+        self.store.end(session_id, reason, time.time())
+        self.kill(session_id)
+
+    def kill(self, session_id: str) -> None:
+        """Kill a tmux session if it is there."""
+        try:
+            self.tmux.kill_session(session_id)
+        except TmuxError as exc:
+            if self.tmux.has_session(session_id):
+                raise
+            log.debug("kill %s: already gone (%s)", session_id, exc)
+
+    def _forget(self, session_id: str) -> None:
+        try:
+            self.store.delete(session_id)
+        except Exception:  # noqa: BLE001 -- best effort; the sweep ends stale records
+            log.exception("could not delete the record of failed session %s", session_id)
+
+    def _check_backend(self, state: SessionState) -> None:
+        if state.backend_id != self.backend_id:
+            raise TmuxError(f"this terminal runs on backend {state.backend_id}, which this "
+                            f"instance ({self.backend_id}) cannot reach")
+
+    # -- commands -----------------------------------------------------------
 
     def clear(self, session_id: str) -> None:
         self.tmux.clear(session_id)
@@ -44,6 +212,17 @@ class SessionRouter:
     def backend_running(self) -> bool:
         return self.tmux.running()
 
-    def destroy(self, session_id: str) -> None:
-        if self.exists(session_id):
-            self.tmux.kill_session(session_id)
+
+def validate_environment(environment) -> dict[str, str]:
+    if environment is None:
+        return {}
+    if not isinstance(environment, dict) or len(environment) > MAX_ENV_VARS:
+        raise InvalidRequest(f"environment must be an object of at most {MAX_ENV_VARS} variables")
+    for name, value in environment.items():
+        if not ENV_NAME.fullmatch(name):
+            raise InvalidRequest(f"invalid environment variable name {name[:40]!r}")
+        if not isinstance(value, str) or len(value) > MAX_ENV_VALUE or "\0" in value:
+            raise InvalidRequest(f"environment variable {name} must be a string of at most "
+                                 f"{MAX_ENV_VALUE} characters")
+    return dict(environment)
+

@@ -7,12 +7,31 @@ from __future__ import annotations
 
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 CONF_PATH = Path(__file__).with_name("tmux.conf")
 COMMAND_TIMEOUT = 10.0
 # Attach clients speak to xterm.js.
 CLIENT_TERM = "xterm-256color"
+# A session option naming the session's owner, so that tmux alone can tell
+# whose a session is when the store lost its record (PITFALLS: tmux is the
+# ground truth).
+OWNER_OPTION = "@termweb_user"
+_INFO_FORMAT = "\t".join([
+    "#{session_name}", "#{session_created}", "#{session_activity}", "#{window_activity}",
+    "#{session_attached}", "#{" + OWNER_OPTION + "}", "#{pane_current_path}"])
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What tmux knows of one session."""
+    name: str
+    created: float
+    activity: float      # the later of input to the session and output in its window
+    attached: int        # clients attached now
+    owner: str           # the OWNER_OPTION value, "" if unset
+    working_directory: str
 
 
 class TmuxError(RuntimeError):
@@ -55,16 +74,17 @@ class TmuxServer:
         # crash still gets termweb's options.
         self.base = ["tmux", "-S" if "/" in socket else "-L", socket, "-f", str(CONF_PATH)]
 
-    def run(self, *args: str) -> str:
+    def run(self, *args: str, binary: bool = False) -> str | bytes:
         try:
             done = subprocess.run(self.base + list(args), env=self.env, capture_output=True,
-                                  text=True, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+                                  text=not binary, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise TmuxError(f"tmux {args[0]} did not answer within {COMMAND_TIMEOUT:.0f} s") from None
         except OSError as exc:
             raise TmuxError(f"cannot run tmux: {exc}") from None
         if done.returncode != 0:
-            raise TmuxError(done.stderr.strip() or f"tmux {args[0]} exited with {done.returncode}")
+            stderr = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
+            raise TmuxError(stderr.strip() or f"tmux {args[0]} exited with {done.returncode}")
         return done.stdout
 
     def start(self) -> None:
@@ -74,11 +94,13 @@ class TmuxServer:
                  ";", "set", "-g", "history-limit", str(self.history_limit))
 
     def new_session(self, name: str, cols: int, rows: int, cwd: str | None = None,
-                    environment: dict[str, str] | None = None) -> None:
+                    environment: dict[str, str] | None = None, owner: str = "") -> None:
         args = ["new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows),
                 "-c", cwd or self.env["HOME"]]
         for key, value in (environment or {}).items():
             args += ["-e", f"{key}={value}"]
+        if owner:
+            args += [";", "set-option", "-t", f"={name}:", OWNER_OPTION, owner]
         try:
             self.run(*args)
         except TmuxError as exc:
@@ -103,6 +125,31 @@ class TmuxServer:
             if exc.server_gone:
                 return []
             raise
+
+    def session_info(self) -> list[SessionInfo]:
+        """Every session with its activity, clients, owner and directory."""
+        try:
+            out = self.run("list-sessions", "-F", _INFO_FORMAT)
+        except TmuxError as exc:
+            if exc.server_gone:
+                return []
+            raise
+        infos = []
+        for line in out.splitlines():
+            parts = line.split("\t")
+            if len(parts) != 7:
+                continue
+            name, created, activity, window_activity, attached, owner, cwd = parts
+            infos.append(SessionInfo(name, float(created or 0),
+                                     max(float(activity or 0), float(window_activity or 0)),
+                                     int(attached or 0), owner, cwd))
+        return infos
+
+    def capture_history(self, name: str, lines: int) -> bytes:
+        """Up to ``lines`` lines of the pane's history (not its visible screen),
+        with colours, wrapped lines joined; b"" if there is none."""
+        return self.run("capture-pane", "-p", "-e", "-J", "-S", f"-{lines}", "-E", "-1",
+                        "-t", f"={name}:", binary=True)
 
     def running(self) -> bool:
         try:

@@ -10,12 +10,21 @@ from gunicorn.workers.ggevent import GeventWorker
 
 
 class TerminalWorker(GeventWorker):
+    def run(self):
+        gateway = self._gateway()
+        if gateway is not None:
+            gateway.start_background()
+        super().run()
+
+    def _gateway(self):
+        return getattr(self.wsgi, "extensions", {}).get("termweb")
+
     def handle_exit(self, sig, frame):
         super().handle_exit(sig, frame)
         # Signal handlers must not block; the closing sends happen in a greenlet.
         gevent.spawn(self._close_terminals)
 
     def _close_terminals(self):
-        gateway = getattr(self.wsgi, "extensions", {}).get("termweb")
+        gateway = self._gateway()
         if gateway is not None:
             gateway.close_all()

@@ -1,10 +1,13 @@
 """Real parts for every test: a throw-away tmux server, a gunicorn subprocess."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -21,12 +24,78 @@ TEST_SHELL = "/bin/bash"
 
 
 @pytest.fixture
-def tmux() -> TmuxServer:
-    """A tmux server on a socket of its own, killed after the test."""
+def tmux(tmp_path) -> TmuxServer:
+    """A tmux server on a socket of its own, killed after the test; its shells
+    get a throw-away HOME (their rc files and history stay out of root's)."""
     server = TmuxServer(f"termweb-test-{uuid.uuid4().hex[:12]}", TEST_SHELL)
+    server.env["HOME"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
     server.start()
     yield server
     server.kill_server()
+
+
+@dataclass
+class RedisServer:
+    """A redis-server of the test session's own, on a free port, without persistence."""
+    port: int
+    workdir: Path
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        log = (self.workdir / "redis.log").open("a")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self.answers, timeout=10, message="redis-server did not come up")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+    def answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def client(self):
+        import redis
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> RedisServer:
+    """One redis-server for the whole test session (tests keep apart by key prefix)."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path) -> RedisServer:
+    """A redis-server for one test, which may stop and restart it."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(free_port(), workdir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}:"
 
 
 @dataclass
@@ -42,9 +111,34 @@ class GunicornServer:
         return self.log_path.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
-                             capture_output=True, text=True).stdout
-        return [int(pid) for pid in out.split()]
+        return child_pids(self.process.pid)
+
+    def worker_of(self, session_id: str) -> int | None:
+        """The worker serving a connection to ``session_id``: the parent of
+        its `tmux attach-session -t =<id>` client."""
+        out = subprocess.run(["ps", "-ww", "-eo", "ppid=,args="], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            ppid, _, args = line.strip().partition(" ")
+            if "attach-session" in args and args.endswith("=" + session_id) and self.tmux.socket in args:
+                return int(ppid)
+        return None
+
+    def api(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        """Call the REST API; return (status, JSON body or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            **({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        return status, (json.loads(raw) if raw else None)
+
+
+def child_pids(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    return [int(child) for child in out.split()]
 
 
 def _answers(url: str) -> bool:
@@ -82,7 +176,8 @@ def gunicorn_factory(tmp_path):
 
     def start(**settings: str) -> GunicornServer:
         port = free_port()
-        tmux = TmuxServer(f"termweb-test-{uuid.uuid4().hex[:12]}", TEST_SHELL)
+        socket_name = settings.pop("tmux_socket", None) or f"termweb-test-{uuid.uuid4().hex[:12]}"
+        tmux = TmuxServer(socket_name, TEST_SHELL)
         workdir = tmp_path / f"gunicorn-{len(started)}"
         home = workdir / "home"  # shells start fast and keep their history here
         home.mkdir(parents=True)

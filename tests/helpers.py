@@ -10,13 +10,16 @@ import websocket
 
 
 def wait_until(fn, timeout: float = 10.0, interval: float = 0.02, message: str = ""):
-    """Poll ``fn()`` until it returns something truthy; return it, or fail after ``timeout`` s."""
+    """Poll ``fn()`` until it returns something truthy; return it, or fail after ``timeout`` s
+    with ``message`` (a string, or a function returning one)."""
     deadline = time.monotonic() + timeout
     while True:
         value = fn()
         if value:
             return value
         if time.monotonic() >= deadline:
+            if callable(message):  # built only now, to show the state at the failure
+                message = message()
             raise AssertionError(message or f"condition not met within {timeout} s: {fn}")
         time.sleep(interval)
 
@@ -36,6 +39,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def raw_connect(base_url: str, params: dict, origin: str | None = None) -> websocket.WebSocket:
+    """A bare WebSocket to /ws, for handshakes the server refuses."""
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    kwargs = {"origin": origin} if origin else {"suppress_origin": True}
+    return websocket.create_connection(f"{base_url.replace('http', 'ws', 1)}/ws?{query}", timeout=10,
+                                       **kwargs)
+
+
+def close_code(ws: websocket.WebSocket) -> int | None:
+    """Read up to the server's close frame; return its code."""
+    while True:
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+
+
+def refusal(base_url: str, **params) -> tuple[dict, int | None]:
+    """Connect expecting a refusal: return the error payload and the close code."""
+    ws = raw_connect(base_url, params)
+    try:
+        message = json.loads(ws.recv())
+        assert message["type"] == "error", f"expected a refusal, got {message}"
+        return message["payload"], close_code(ws)
+    finally:
+        ws.close()
 
 
 class Closed(Exception):
@@ -136,8 +166,24 @@ class TermClient:
         self.type(command + "\r")
         return self.expect(marker, timeout)
 
+    def drop(self) -> None:
+        """Cut the connection without a close frame, like a network that went away."""
+        self.ws.sock.shutdown(socket.SHUT_RDWR)
+        self.ws.shutdown()
+
     def close(self) -> None:
         try:
             self.ws.close()
         except Exception:  # already closed by the server
             pass
+
+
+def reattach(base_url: str, session_id: str, timeout: float = 20.0, **params) -> TermClient:
+    """Connect to ``session_id``, retrying while the server restarts, as the page does."""
+    def attempt():
+        try:
+            return TermClient(base_url, session=session_id, **params)
+        except (Closed, OSError, websocket.WebSocketException):
+            return None
+    return wait_until(attempt, timeout=timeout, interval=0.1,
+                      message=f"could not reattach session {session_id} within {timeout} s")

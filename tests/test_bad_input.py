@@ -6,7 +6,7 @@ import pytest
 import websocket
 
 from .conftest import start_gunicorn, stop_process
-from .helpers import TermClient, free_port
+from .helpers import TermClient, close_code, free_port, raw_connect
 
 BAD_FRAMES = [
     ("not json at all", "invalid_json"),
@@ -74,51 +74,51 @@ def test_oversize_frame_closes_with_1009_and_the_session_survives(gunicorn_facto
     {"cols": "wide"}, {"cols": 0}, {"rows": 99999}, {"cols": 80, "rows": -1}, {"encoding": "base64"},
 ])
 def test_bad_handshake_parameters_are_refused_with_4400(gunicorn_server, params):
-    ws = _raw_connect(gunicorn_server.url, params)
+    ws = raw_connect(gunicorn_server.url, params)
     error = json.loads(ws.recv())
     assert error["type"] == "error" and error["payload"]["code"] == "invalid_handshake"
-    assert _close_code(ws) == 4400
+    assert close_code(ws) == 4400
     assert gunicorn_server.tmux.list_sessions() == []  # refused before any terminal was made
 
 
 @pytest.mark.parametrize("session", ["doesnotexist-0000000", "../../etc/passwd", "=x:y", "a" * 300])
 def test_unknown_session_is_refused_with_4404(gunicorn_server, session):
-    ws = _raw_connect(gunicorn_server.url, {"session": session})
+    ws = raw_connect(gunicorn_server.url, {"session": session})
     error = json.loads(ws.recv())
     assert error["payload"]["code"] == "session_not_found"
-    assert _close_code(ws) == 4404
+    assert close_code(ws) == 4404
 
 
 def test_cross_origin_handshake_is_refused_before_the_upgrade(gunicorn_server):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
-        _raw_connect(gunicorn_server.url, {}, origin="http://evil.example")
+        raw_connect(gunicorn_server.url, {}, origin="http://evil.example")
     assert refused.value.status_code == 403
     assert gunicorn_server.tmux.list_sessions() == []
     assert "cross-origin handshake" in gunicorn_server.log
-    same_origin = _raw_connect(gunicorn_server.url, {}, origin=gunicorn_server.url)
+    same_origin = raw_connect(gunicorn_server.url, {}, origin=gunicorn_server.url)
     assert json.loads(same_origin.recv())["payload"]["action"] == "ready"
 
 
 def test_allowed_origins_setting_admits_a_listed_origin(gunicorn_factory):
     server = gunicorn_factory(allowed_origins="https://term.example.org/")
-    ws = _raw_connect(server.url, {}, origin="https://term.example.org")
+    ws = raw_connect(server.url, {}, origin="https://term.example.org")
     assert json.loads(ws.recv())["payload"]["action"] == "ready"
 
 
 def test_terminal_limit_refuses_with_1013(gunicorn_factory):
     server = gunicorn_factory(max_terminals=1)
     first = TermClient(server.url)
-    ws = _raw_connect(server.url, {})
+    ws = raw_connect(server.url, {})
     error = json.loads(ws.recv())
     assert error["payload"]["code"] == "too_many_terminals"
-    assert _close_code(ws) == 1013
+    assert close_code(ws) == 1013
     first.run("echo first-still-$((1+1))", "first-still-2", 30)
     first.close()
 
 
 def test_garbage_on_the_socket_does_not_take_the_worker_down(gunicorn_server):
     pids = gunicorn_server.worker_pids()
-    ws = _raw_connect(gunicorn_server.url, {})
+    ws = raw_connect(gunicorn_server.url, {})
     ws.recv()
     ws.sock.sendall(b"\xff\x00this is not a websocket frame" * 10)  # protocol garbage
     ws.sock.close()
@@ -149,17 +149,3 @@ def test_invalid_setting_stops_startup_with_a_clear_message(tmp_path):
     finally:
         stop_process(process)
     assert "TERMWEB_PORT must be a whole number" in (tmp_path / "gunicorn.log").read_text()
-
-
-def _raw_connect(base_url: str, params: dict, origin: str | None = None) -> websocket.WebSocket:
-    query = "&".join(f"{k}={v}" for k, v in params.items())
-    kwargs = {"origin": origin} if origin else {"suppress_origin": True}
-    return websocket.create_connection(f"{base_url.replace('http', 'ws', 1)}/ws?{query}", timeout=10,
-                                       **kwargs)
-
-
-def _close_code(ws: websocket.WebSocket) -> int | None:
-    while True:
-        opcode, data = ws.recv_data(control_frame=True)
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None

@@ -1,0 +1,142 @@
+"""The sessions REST API (docs/api.md) and the session list page.
+
+Every answer is JSON; every refusal is ``{"error": {"code", "message"}}``
+with a status that says what went wrong, the same codes the WebSocket uses.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, jsonify, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from . import protocol as p
+from .gateway import current_user_id, gateway
+from .sessions import InvalidRequest, SessionEnded, SessionNotFound
+from .store import ACTIVE, IDLE, SessionState, StoreUnavailable
+from .tmux import TmuxError
+
+log = logging.getLogger("termweb.api")
+bp = Blueprint("api", __name__)
+
+DEFAULT_COLS, DEFAULT_ROWS = 80, 24
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@bp.errorhandler(ApiError)
+def api_error(exc: ApiError):
+    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+
+
+@bp.errorhandler(StoreUnavailable)
+def store_unavailable(exc: StoreUnavailable):
+    log.error("%s %s: %s", request.method, request.path, exc)
+    response = jsonify(error={"code": "store_unavailable",
+                              "message": "the session store is unavailable; try again shortly"})
+    response.headers["Retry-After"] = "5"
+    return response, 503
+
+
+@bp.errorhandler(TmuxError)
+def backend_unavailable(exc: TmuxError):
+    log.error("%s %s: tmux: %s", request.method, request.path, exc)
+    return jsonify(error={"code": "backend_unavailable", "message": str(exc)}), 503
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    """Under /api/, Flask's own refusals (unknown path, wrong method) are JSON too."""
+    if not request.path.startswith("/api/"):
+        return exc
+    code = (exc.name or "error").lower().replace(" ", "_")
+    response = jsonify(error={"code": code, "message": exc.description or exc.name})
+    return response, exc.code or 500
+
+
+@bp.before_request
+def same_origin_only():
+    """State changes come from our own pages: a cross-site form or script is
+    refused (the CSRF tokens of issue #4 will add to this)."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    if not gateway().origin_allowed(request.headers.get("Origin"), request.host):
+        raise ApiError(403, "forbidden_origin", "cross-origin requests are refused")
+    return None
+
+
+@bp.get("/sessions")
+def sessions_page():
+    return render_template("sessions.html")
+
+
+@bp.get("/api/sessions")
+def list_sessions():
+    states = gateway().router.list(current_user_id())
+    return jsonify(sessions=[_view(s) for s in states])
+
+
+@bp.get("/api/sessions/<session_id>")
+def get_session(session_id: str):
+    try:
+        state = gateway().router.get(session_id, current_user_id())
+    except SessionNotFound as exc:
+        raise ApiError(404, "session_not_found", str(exc)) from None
+    return jsonify(session=_view(state))
+
+
+@bp.post("/api/sessions")
+def create_session():
+    body = _json_body()
+    cols, rows = body.get("cols", DEFAULT_COLS), body.get("rows", DEFAULT_ROWS)
+    try:
+        p.validate_size(cols, rows)
+    except p.ProtocolError as exc:
+        raise ApiError(400, exc.code, exc.message) from None
+    try:
+        state = gateway().router.create(current_user_id(), cols, rows,
+                                        body.get("workingDirectory"), body.get("environment"))
+    except InvalidRequest as exc:
+        raise ApiError(400, "invalid_field", str(exc)) from None
+    response = jsonify(session=_view(state))
+    response.headers["Location"] = url_for("web.index", session=state.session_id)
+    return response, 201
+
+
+@bp.delete("/api/sessions/<session_id>")
+def delete_session(session_id: str):
+    try:
+        gateway().router.destroy(session_id, current_user_id())
+    except SessionNotFound as exc:
+        raise ApiError(404, "session_not_found", str(exc)) from None
+    except SessionEnded as exc:
+        raise ApiError(410, "session_ended", str(exc)) from None
+    return "", 204
+
+
+def _json_body() -> dict:
+    """The request's JSON object; an empty body is an empty object."""
+    if not request.get_data(cache=True):
+        return {}
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def _view(state: SessionState) -> dict:
+    view = state.to_json()
+    # Idle is derived here rather than written by a timer: connected, and
+    # nothing typed or printed for TERMWEB_IDLE_AFTER seconds (tmux's
+    # activity, copied in by every sweep).
+    if state.status == ACTIVE and time.time() - state.last_activity > gateway().settings.idle_after:
+        view["status"] = IDLE
+    view["url"] = url_for("web.index", session=state.session_id)
+    return view
