@@ -161,15 +161,45 @@ def test_ctrl_shift_c_copies_and_ctrl_shift_v_pastes(gunicorn_server, page):
     page.wait_for_function(HAS_LINE, arg="pasted:copy-me-8", timeout=PROMPT_TIMEOUT_MS)
 
 
-def test_reload_reattaches_the_same_terminal(gunicorn_server, page):
+def test_reload_reattaches_the_same_terminal_with_its_scrollback(gunicorn_server, page):
     open_terminal(page, gunicorn_server.url + "/")
-    run(page, "MARK=kept; echo set-$((2+3))", "set-5")
+    run(page, "MARK=kept; seq -f 'earlier-%g' 1 80; echo set-$((2+3))", "set-5")
     session = page.evaluate("document.body.dataset.session")
 
     page.reload()
     open_terminal(page)
     assert page.evaluate("document.body.dataset.session") == session
+    # Far above the screen tmux redraws: only the restored history has it.
+    page.wait_for_function(HAS_LINE, arg="earlier-1")
+    lines = page.evaluate(BUFFER_LINES)
+    assert [line.strip() for line in lines].count("earlier-1") == 1
     run(page, 'echo "mark-$MARK"', "mark-kept")
+
+
+def test_two_tabs_share_one_terminal(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    session = page.evaluate("document.body.dataset.session")
+    other = page.context.new_page()
+    open_terminal(other, f"{gunicorn_server.url}/?session={session}")
+    assert other.evaluate("document.body.dataset.session") == session
+
+    run(page, "echo from-first-$((1+1))", "from-first-2")
+    other.wait_for_function(HAS_LINE, arg="from-first-2", timeout=PROMPT_TIMEOUT_MS)
+    run(other, "echo from-second-$((2+2))", "from-second-4")
+    page.wait_for_function(HAS_LINE, arg="from-second-4", timeout=PROMPT_TIMEOUT_MS)
+
+
+def test_going_offline_and_online_reconnects_by_itself(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    run(page, "MARK=offline-proof; echo set-$((4+5))", "set-9")
+    session = page.evaluate("document.body.dataset.session")
+
+    page.context.set_offline(True)
+    wait_for_state(page, "reconnecting")
+    page.context.set_offline(False)
+    wait_for_state(page, "connected")
+    assert page.evaluate("document.body.dataset.session") == session
+    run(page, 'echo "mark-$MARK"', "mark-offline-proof")
 
 
 def _kill_worker(server):

@@ -116,6 +116,14 @@ export class TerminalConnection {
     if (this._retryTimer !== null) this.connect();
   }
 
+  /**
+   * The browser says it is offline: give up on the socket now rather than
+   * after the heartbeat timeout, and wait (with backoff) for the network.
+   */
+  networkLost() {
+    if (this._isOpen()) this._drop('the browser went offline');
+  }
+
   _isOpen() {
     return this._socket !== null && this._socket.readyState === WebSocket.OPEN;
   }
@@ -187,9 +195,9 @@ export class TerminalConnection {
   }
 
   /** Give up on a silent socket now, as if the network had dropped it. */
-  _drop() {
+  _drop(reason = 'no heartbeat reply') {
     const socket = this._socket;
-    this._closed(socket, CloseCode.ABNORMAL, 'no heartbeat reply');
+    this._closed(socket, CloseCode.ABNORMAL, reason);
     socket.close();
   }
 
@@ -216,7 +224,7 @@ export class TerminalConnection {
       this._onState({ state: 'closed', reason, ended: code === CloseCode.NOT_FOUND });
     } else {
       if (this._readyAt !== null && performance.now() - this._readyAt > STABLE_MS) this._attempt = 0;
-      this._scheduleReconnect(view.closingError?.message || null);
+      this._scheduleReconnect(view.closingError?.message || serverReason || null);
     }
     this._readyAt = null;
   }

@@ -18,10 +18,13 @@ const connection = new TerminalConnection({
   session: new URL(window.location.href).searchParams.get('session'),
   size: () => ({ cols: term.cols, rows: term.rows }),
   onOutput: (data) => term.write(data),
-  onReady: ({ sessionId, first }) => {
-    // A drop may have cut an escape sequence short: CAN ends it, so tmux's
-    // redraw of the screen is not swallowed. Scrollback stays as it was.
-    if (!first) term.write('\x18');
+  onReady: ({ sessionId }) => {
+    // Start from a clean slate: the server sends the session's history next,
+    // then tmux redraws the screen, so a reattach shows exactly what the
+    // session holds. CAN first ends an escape sequence a drop cut short;
+    // RIS (ESC c) then resets the terminal and empties its scrollback. Both
+    // go through write() so they land after output already queued.
+    term.write('\x18\x1bc');
     rememberSession(sessionId);
     connection.sendResize(term.cols, term.rows, { force: true });
   },
@@ -54,6 +57,7 @@ window.addEventListener('resize', () => {
 // The first fit may have measured a fallback font.
 document.fonts.ready.then(() => fit.fit());
 window.addEventListener('online', () => connection.retryNow());
+window.addEventListener('offline', () => connection.networkLost());
 
 connection.connect();
 term.focus();
