@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what termweb needs, idempotently. Usage: scripts/setup.sh [run|test]
 #   run  — tmux, a Python virtual environment with termweb, the page's npm assets
-#   test — all of that, plus the test tools and Chromium for the browser tests
+#   test — all of that, plus the test tools, redis-server and Chromium for the tests
 # Debian packages are installed only when missing, and only when running as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,8 @@ command -v npm >/dev/null || missing+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ "$mode" = test ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    # The tests start their own redis-server on a free port.
+    command -v redis-server >/dev/null || missing+=(redis-server)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -1,4 +1,5 @@
-"""gunicorn's gevent worker, telling live terminals when it stops.
+"""gunicorn's gevent worker: runs the session sweep, and tells live terminals
+when it stops.
 
 Without this, a deploy (HUP) or stop (TERM) leaves terminals frozen for
 ``graceful_timeout`` and then drops them without a close frame (PITFALLS #16).

@@ -232,7 +232,8 @@ def test_exit_offers_a_new_terminal(gunicorn_server, page):
     page.keyboard.type("exit")
     page.keyboard.press("Enter")
     wait_for_state(page, "closed")
-    assert status_text(page).startswith("closed: session ended"), status_text(page)
+    assert status_text(page) == "closed: session ended (the shell exited)"
+    assert page.get_by_role("link", name="your terminals").is_visible()
 
     link = page.get_by_role("link", name="new terminal")
     assert "session" not in urlsplit(link.get_attribute("href")).query
@@ -240,6 +241,19 @@ def test_exit_offers_a_new_terminal(gunicorn_server, page):
         link.click()
     open_terminal(page)
     assert page.evaluate("document.body.dataset.session") not in ("", first)
+
+
+def test_ending_a_session_from_the_api_tells_the_page_why(gunicorn_server, page):
+    open_terminal(page, gunicorn_server.url + "/")
+    session = page.evaluate("document.body.dataset.session")
+    assert gunicorn_server.api("DELETE", f"/api/sessions/{session}")[0] == 204
+    wait_for_state(page, "closed")
+    assert status_text(page) == "closed: session ended (ended by its owner)"
+
+    page.reload()  # the URL still names the ended session
+    wait_for_state(page, "closed")
+    assert "this terminal has ended: ended by its owner" in status_text(page)
+    assert page.get_by_role("link", name="new terminal").is_visible()
 
 
 def test_disconnect_asked_for_does_not_reconnect(gunicorn_server, page):

@@ -66,7 +66,7 @@ export class TerminalConnection {
     this._heartbeatTimer = null;
     this._heartbeatSentAt = null;
     this._sentSize = null;
-    this._view = null; // per-socket facts: exit seen, the error that explains the close, user closed
+    this._view = null; // per-socket facts: the exit reason (false: none yet), the error that explains the close, user closed
   }
 
   connect() {
@@ -139,7 +139,7 @@ export class TerminalConnection {
     switch (message.type) {
       case MessageType.CONTROL:
         if (payload.action === Action.READY) this._ready(message.sessionId, payload);
-        else if (payload.action === Action.EXIT) this._view.exited = true;
+        else if (payload.action === Action.EXIT) this._view.exited = payload.reason || 'no reason given';
         break;
       case MessageType.HEARTBEAT:
         this._heartbeatReply(payload);
@@ -219,7 +219,7 @@ export class TerminalConnection {
     if (view.userClosed) {
       this._onState({ state: 'closed', reason: 'disconnected', ended: false });
     } else if (view.exited) {
-      this._onState({ state: 'closed', reason: 'session ended', ended: true });
+      this._onState({ state: 'closed', reason: `session ended (${view.exited})`, ended: true });
     } else if (FINAL_CLOSE_CODES.has(code)) {
       this._onState({ state: 'closed', reason, ended: code === CloseCode.NOT_FOUND });
     } else {

@@ -10,13 +10,14 @@ function connectedText({ rttMs, waitingMs }) {
 
 export class StatusIndicator {
   /**
-   * @param {HTMLElement} pill  holds .status-text and a.status-action
+   * @param {HTMLElement} pill  holds .status-text and the a.status-action links (retry, sessions)
    * @param {HTMLElement} toast
    */
   constructor(pill, toast) {
     this._pill = pill;
     this._text = pill.querySelector('.status-text');
-    this._action = pill.querySelector('.status-action');
+    this._action = pill.querySelector('.status-action[data-role="retry"]');
+    this._sessions = pill.querySelector('.status-action[data-role="sessions"]');
     this._toast = toast;
     this._toastTimer = null;
     this._countdown = null;
@@ -28,6 +29,7 @@ export class StatusIndicator {
     this._countdown = null;
     document.body.dataset.state = status.state;
     this._action.hidden = true;
+    this._sessions.hidden = true;
     this._pill.classList.toggle('stalled', Boolean(status.waitingMs));
     switch (status.state) {
       case 'connected':
@@ -71,5 +73,6 @@ export class StatusIndicator {
     this._action.href = url.href;
     this._action.textContent = ended ? 'new terminal' : 'reconnect';
     this._action.hidden = false;
+    this._sessions.hidden = false;
   }
 }
