@@ -153,7 +153,10 @@ def start_gunicorn(tmp_path: Path, env: dict[str, str] | None = None,
                    args: tuple[str, ...] = ()) -> subprocess.Popen:
     log_path = tmp_path / "gunicorn.log"
     return subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *args, "wsgi:app"],
+        # The console script, as run.sh uses: USR2 re-executes the command
+        # line, and `python -m gunicorn` would come back as a script whose
+        # directory shadows the standard library's `http`.
+        [str(Path(sys.executable).with_name("gunicorn")), "-c", "gunicorn.conf.py", *args, "wsgi:app"],
         cwd=ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
         stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 

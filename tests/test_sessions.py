@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from .conftest import TEST_SHELL, start_gunicorn, stop_process
+from .conftest import TEST_SHELL, child_pids, start_gunicorn, stop_process
 from .helpers import TermClient, reattach, refusal, wait_until
 
 SET_MARK = "export MARK={mark}; echo set-$((40+2))"
@@ -294,3 +294,31 @@ def test_redis_stopping_mid_run_keeps_live_terminals_and_recovers(gunicorn_facto
     TermClient(server.url).run("echo new-$((4+4))", "new-8")
     live.close()
     assert "session store (Redis) is unavailable" in server.log
+
+
+def test_a_binary_upgrade_hands_terminals_to_the_new_master(gunicorn_factory):
+    """gunicorn's USR2 starts a new master beside the old; TERM to the old one
+    then closes its sockets with 1012, and the pages reattach to the new one."""
+    server = gunicorn_factory()
+    client = TermClient(server.url)
+    client.run(SET_MARK.format(mark="upgraded"), "set-42")
+    old_workers = set(server.worker_pids())
+
+    server.process.send_signal(signal.SIGUSR2)
+    new_master = wait_until(lambda: next(
+        (pid for pid in child_pids(server.process.pid) if pid not in old_workers), None),
+        timeout=20, message="USR2 started no new master")
+    try:
+        wait_until(lambda: child_pids(new_master), timeout=20, message="the new master has no worker")
+        server.process.send_signal(signal.SIGTERM)
+        assert client.wait_closed().code == 1012
+        server.process.wait(20)
+        again = reattach(server.url, client.session_id, restore=0)
+        again.run('echo "mark-$MARK"', "mark-upgraded")
+    finally:
+        try:
+            os.kill(new_master, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not os.path.exists(f"/proc/{new_master}"), timeout=20,
+                   message="the new master did not stop")
