@@ -53,6 +53,7 @@ class Gateway:
         self.router = router
         self.keeper = SessionKeeper(router, settings)
         self.live: set[TerminalConnection] = set()
+        self.stopping = False
         self._background: list[gevent.Greenlet] = []
 
     def start_background(self) -> None:
@@ -61,7 +62,13 @@ class Gateway:
             self._background.append(gevent.spawn(self.keeper.run_forever))
 
     def close_all(self) -> None:
-        """Tell every live terminal the server is restarting (close 1012)."""
+        """Tell every live terminal the server is restarting (close 1012).
+
+        The worker may still accept connections for a moment (gunicorn's
+        loop notices the stop within a second): those are sent away with
+        1012 as well, rather than being held until the graceful timeout.
+        """
+        self.stopping = True
         for connection in list(self.live):
             connection.close_for_restart()
 
@@ -164,6 +171,9 @@ class TerminalConnection:
     def _open(self) -> None:
         cols, rows, encoding = self._handshake_args()
         self.json_mode = encoding == "json"
+        if self.gw.stopping:
+            raise Refusal("server_restarting", "this worker is stopping; reconnect",
+                          p.CLOSE_RESTART)
         if len(self.gw.live) >= self.gw.settings.max_terminals:
             raise Refusal("too_many_terminals",
                           f"this worker already serves {self.gw.settings.max_terminals} terminals",

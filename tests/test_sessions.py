@@ -222,12 +222,17 @@ def test_two_workers_sessions_survive_a_killed_worker_and_a_deploy(gunicorn_fact
                timeout=15, message=lambda: "connection counts stayed wrong after the worker was "
                f"killed: {[sessions(server)[sid]['connectionCount'] for sid in ids]}")
 
+    old_workers = set(server.worker_pids())
     server.process.send_signal(signal.SIGHUP)  # a deploy
     for client in clients:
         assert client.wait_closed().code == 1012
     for i, session_id in enumerate(ids):
         client = reattach(server.url, session_id, restore=0)
         client.run(f'echo "again-$MARK"', f"again-m{i}")
+    # Reattaches that reached an old worker in its last moments were sent on
+    # too, so the old workers are done well before gunicorn's graceful timeout.
+    wait_until(lambda: not old_workers & set(server.worker_pids()), timeout=8,
+               message="old workers lingered after the deploy")
     wait_until(lambda: all(sessions(server)[sid]["connectionCount"] == 1 for sid in ids),
                timeout=15, message="connection counts drifted after the deploy")
 

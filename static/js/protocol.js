@@ -31,6 +31,7 @@ export const ErrorCode = Object.freeze({
   SESSION_ENDED: 'session_ended',
   SESSION_LOST: 'session_lost',
   STORE_UNAVAILABLE: 'store_unavailable',
+  SERVER_RESTARTING: 'server_restarting',
   TOO_MANY_TERMINALS: 'too_many_terminals',
   BACKEND_UNAVAILABLE: 'backend_unavailable',
   INTERNAL_ERROR: 'internal_error',
@@ -39,7 +40,8 @@ export const ErrorCode = Object.freeze({
 // Errors the server sends just before it closes the socket (see the Errors table).
 export const CLOSING_ERROR_CODES = new Set([
   ErrorCode.INVALID_HANDSHAKE, ErrorCode.SESSION_NOT_FOUND, ErrorCode.SESSION_ENDED,
-  ErrorCode.SESSION_LOST, ErrorCode.STORE_UNAVAILABLE, ErrorCode.TOO_MANY_TERMINALS,
+  ErrorCode.SESSION_LOST, ErrorCode.STORE_UNAVAILABLE, ErrorCode.SERVER_RESTARTING,
+  ErrorCode.TOO_MANY_TERMINALS,
   ErrorCode.BACKEND_UNAVAILABLE, ErrorCode.INTERNAL_ERROR,
 ]);
 
