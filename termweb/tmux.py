@@ -15,8 +15,8 @@ COMMAND_TIMEOUT = 10.0
 # Attach clients speak to xterm.js.
 CLIENT_TERM = "xterm-256color"
 # A session option naming the session's owner, so that tmux alone can tell
-# whose a session is when the store lost its record (PITFALLS: tmux is the
-# ground truth).
+# whose a session is when the store lost its record (tmux is the ground
+# truth: see keeper.py).
 OWNER_OPTION = "@termweb_user"
 _INFO_FORMAT = "\t".join([
     "#{session_name}", "#{session_created}", "#{session_activity}", "#{window_activity}",
@@ -147,7 +147,8 @@ class TmuxServer:
 
     def capture_history(self, name: str, lines: int) -> bytes:
         """Up to ``lines`` lines of the pane's history (not its visible screen),
-        with colours, wrapped lines joined; b"" if there is none."""
+        with colours, wrapped lines joined, each ending in a newline (tmux
+        prints one empty line when there is no history)."""
         return self.run("capture-pane", "-p", "-e", "-J", "-S", f"-{lines}", "-E", "-1",
                         "-t", f"={name}:", binary=True)
 
