@@ -1,8 +1,9 @@
 """A minimal terminal client for termweb's wire protocol (docs/protocol.md).
 
 The scenarios use only ``send_keys``, ``recv_output``, ``fileno``, ``end``
-and ``close``, so a client for another server (terminado's JSON messages,
-say) can stand in for this one.
+and ``close`` (the reattach scenarios also ``session_id``, ``ready``,
+``ready_at``, ``opened_at``, ``drop`` and ``disconnect``), so a client for
+another server (terminado's JSON messages, say) can stand in for this one.
 """
 from __future__ import annotations
 
@@ -43,18 +44,35 @@ class Closed(Exception):
 class TermClient:
     """One termweb terminal over a WebSocket: binary frames both ways."""
 
-    def __init__(self, base_url: str, cols: int = 120, rows: int = 30, timeout: float = 10.0):
-        query = urlencode({"cols": cols, "rows": rows})
-        url = base_url.replace("http", "ws", 1) + "/ws?" + query
+    def __init__(self, base_url: str, cols: int = 120, rows: int = 30, timeout: float = 10.0,
+                 session: str | None = None, restore: bool = True):
+        """Open a new terminal, or with ``session`` reattach that one (its
+        history first unless ``restore`` is false); return once ``ready`` came.
+
+        Raises Closed when the server refuses or drops the connection, and
+        websocket-client's or the socket's errors when it cannot be reached.
+        """
+        params = {"cols": cols, "rows": rows}
+        if session is not None:
+            params["session"] = session
+            if not restore:
+                params["restore"] = 0
+        url = base_url.replace("http", "ws", 1) + "/ws?" + urlencode(params)
         self.ws = websocket.create_connection(url, timeout=timeout, sockopt=NODELAY)
+        self.opened_at = time.perf_counter()  # the upgrade (HTTP 101) is done
         self._timeout = timeout
-        opcode, data = self.ws.recv_data()
+        try:
+            opcode, data = self.ws.recv_data()
+        except (websocket.WebSocketException, OSError) as exc:
+            self.ws.shutdown()
+            raise Closed(f"no ready message: {exc}") from None
         self.ready_at = time.perf_counter()  # when the ready message arrived
         ready = json.loads(data) if opcode == websocket.ABNF.OPCODE_TEXT else {}
         if ready.get("payload", {}).get("action") != "ready":
             self.close()
             raise Closed(f"expected a ready message first, got opcode {opcode}: {data[:200]!r}")
         self.session_id = ready.get("sessionId")
+        self.ready = ready["payload"]  # cols, rows, created, restored (bytes of history), ...
 
     def fileno(self) -> int:
         return self.ws.sock.fileno()
@@ -93,13 +111,37 @@ class TermClient:
     def end(self, timeout: float = 2.0) -> None:
         """Exit the shell (so no session is left behind), wait briefly for the close, close."""
         try:
-            self.send_keys(b"\x03\x15exit\r")
+            # Ctrl-C on its own: the pty discards input queued behind it, so
+            # an `exit` in the same write may lose its first letters.
+            self.send_keys(b"\x03")
+            drain(self, quiet=0.02, limit=0.2)
+            self.send_keys(b"\x15exit\r")
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 self.recv_output(min(0.5, max(0.01, deadline - time.monotonic())))
         except (Closed, OSError, websocket.WebSocketException):
             pass
         self.close()
+
+    def drop(self) -> None:
+        """Lose the connection abruptly, as a network failure would: the TCP
+        socket is shut down and closed without a WebSocket close frame."""
+        try:
+            self.ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.ws.shutdown()
+
+    def disconnect(self, timeout: float = 2.0) -> None:
+        """Close as a page does (close frame), and wait for the server's close frame."""
+        try:
+            self.ws.send_close()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.recv_output(min(0.5, max(0.01, deadline - time.monotonic())))
+        except (Closed, OSError, websocket.WebSocketException):
+            pass
+        self.ws.shutdown()
 
     def close(self) -> None:
         # Not ws.close(): it waits for the server's close frame inside a bare

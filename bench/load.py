@@ -120,10 +120,13 @@ class Load:
             self.seen.add(id(term))
 
     def close(self) -> None:
-        for term in self.terms:
-            try:
-                term.send_keys(b"\x03\x15exit\r")
-            except Exception:
-                pass
+        # Ctrl-C on its own first: the pty discards input queued behind it.
+        for keys in (b"\x03", b"\x15exit\r"):
+            for term in self.terms:
+                try:
+                    term.send_keys(keys)
+                except Exception:
+                    pass
+            time.sleep(0.1)
         for term in self.terms:
             term.close()

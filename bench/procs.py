@@ -21,6 +21,16 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] != "Z"
 
 
+def age(pid: int) -> float:
+    """Seconds since the process started; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return uptime - int(fields[19]) / CLOCK_TICKS  # field 22, starttime
+
+
 def comm(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/comm") as f:
@@ -29,14 +39,30 @@ def comm(pid: int) -> str:
         return ""
 
 
-def descendants(root: int) -> list[int]:
-    """Every live descendant of ``root`` (not root itself), found through ppid links."""
+def cmdline(pid: int) -> list[str]:
+    """A process's arguments; [] if it is gone (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return raw.decode(errors="replace").split("\0")[:-1]
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """ppid -> the pids of its children, for every process now."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             fields = _stat_fields(int(entry))
             if fields is not None:
                 children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def descendants(root: int) -> list[int]:
+    """Every live descendant of ``root`` (not root itself), found through ppid links."""
+    children = children_by_parent()
     found, todo = [], [root]
     while todo and len(found) < 100_000:
         for child in children.get(todo.pop(), []):

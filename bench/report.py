@@ -28,6 +28,21 @@ METRICS = {
     "memory_pss_total_n_mb": ("Memory total, {memory} terminals, PSS", "MB", None),
     "memory_rss_total_1_mb": ("Memory total, 1 terminal, RSS", "MB", None),
     "memory_rss_total_n_mb": ("Memory total, {memory} terminals, RSS", "MB", None),
+    # Issue #3: sessions that survive.
+    "reattach_p50_ms": ("Reattach: dropped connection → screen restored, p50", "ms", 30.0),
+    "reattach_p95_ms": ("Reattach: dropped connection → screen restored, p95", "ms", None),
+    "reattach_max_ms": ("Reattach: dropped connection → screen restored, max", "ms", None),
+    "reattach_ready_p50_ms": ("Reattach: dropped connection → `ready`, p50", "ms", None),
+    "reattach_ready_p95_ms": ("Reattach: dropped connection → `ready`, p95", "ms", None),
+    "reattach_history_bytes": ("Reattach: history restored", "bytes", None),
+    "kill_affected_sessions": ("Worker killed (SIGKILL): its live terminals", "terminals", None),
+    "kill_total_ms": ("Worker killed: all {affected} reattached and answering", "ms", 2000.0),
+    "kill_p50_ms": ("Worker killed: one terminal reattached and answering, p50", "ms", None),
+    "kill_p95_ms": ("Worker killed: one terminal reattached and answering, p95", "ms", None),
+    "redis_ops_per_keystroke": ("Redis commands per keystroke", "commands", 0.0),
+    "redis_ops_per_connect": ("Redis commands per connect (new terminal)", "commands", None),
+    "redis_ops_per_reattach": ("Redis commands per reattach", "commands", None),
+    "redis_ops_per_disconnect": ("Redis commands per disconnect", "commands", None),
 }
 
 
@@ -41,9 +56,11 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summary(samples: list[float], prefix: str, quantiles=(50, 95, 99)) -> dict[str, float]:
+def summary(samples: list[float], prefix: str, quantiles=(50, 95, 99),
+            maximum: bool = True) -> dict[str, float]:
     out = {f"{prefix}_p{q}_ms": percentile(samples, q) for q in quantiles}
-    out[f"{prefix}_max_ms"] = max(samples) if samples else math.nan
+    if maximum:
+        out[f"{prefix}_max_ms"] = max(samples) if samples else math.nan
     return out
 
 
@@ -52,12 +69,15 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
     if unit == "MB":
         return f"{value:.2f} MB"
+    if unit == "commands":
+        return f"{value:.2f}" if value != int(value) else f"{value:.0f}"
     return f"{value:.0f} {unit}"
 
 
 def markdown(results: dict) -> str:
     params, ctx = results["parameters"], results["context"]
-    names = {"load": params["load_terminals"], "memory": params["memory_terminals"]}
+    names = {"load": params["load_terminals"], "memory": params["memory_terminals"],
+             "affected": round(results["metrics"].get("kill_affected_sessions", 0))}
     rows = ["| metric | value | target |", "|---|---|---|"]
     for key, (label, unit, target) in METRICS.items():
         value = results["metrics"][key]
@@ -75,7 +95,10 @@ def markdown(results: dict) -> str:
         "",
         f"* Counts: {params['keystrokes']} keystrokes per echo run, {params['load_terminals']} load "
         f"terminals (`{params['load_loop']}` loop), {params['connects']} connects, "
-        f"{params['memory_terminals']} terminals for memory"
+        f"{params['memory_terminals']} terminals for memory, {params['reattaches']} reattaches, "
+        f"{params['kill_sessions']} terminals wanted on the killed worker, "
+        f"{params['redis_keystrokes']} keystrokes and {params['redis_cycles']} connect cycles "
+        "counting Redis commands"
         + (" (smoke run)" if params["smoke"] else ""),
         f"* Machine: {ctx['nproc']} CPUs ({ctx['cpu_model']}), {ctx['kernel']}; load average "
         f"{before[0]:.2f} {before[1]:.2f} {before[2]:.2f} before, "

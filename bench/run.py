@@ -18,12 +18,18 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from . import procs, report, scenarios
-from .client import Closed
-from .server import ROOT, BenchError, TermwebServer
+from termweb.tmux import TmuxServer
 
-FULL = {"keystrokes": 500, "load_terminals": 100, "connects": 20, "memory_terminals": 100}
-SMOKE = {"keystrokes": 20, "load_terminals": 3, "connects": 3, "memory_terminals": 3}
+from . import direct, procs, report, scenarios
+from .client import Closed
+from .server import ROOT, BenchError, RedisServer, TermwebServer, rc_free_shell
+
+FULL = {"keystrokes": 500, "load_terminals": 100, "connects": 20, "memory_terminals": 100,
+        "reattaches": 50, "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5}
+SMOKE = {"keystrokes": 20, "load_terminals": 3, "connects": 3, "memory_terminals": 3,
+         "reattaches": 3, "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1}
+# The Redis scenarios' termweb: no sweep runs during a measurement.
+NO_SWEEPS = {"TERMWEB_RECONCILE_INTERVAL": "3600"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -72,8 +78,11 @@ def context() -> dict:
             "tmux": tmux}
 
 
+_STARTED = time.monotonic()
+
+
 def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
+    print(f"[bench {time.monotonic() - _STARTED:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def cpu_sampler(server: TermwebServer):
@@ -140,8 +149,7 @@ def run(args) -> dict:
     with TermwebServer() as server:
         connected = scenarios.connect_to_prompt(server.base_url, args.connects)
     for key, samples in (("connect", connected["samples_ms"]), ("connect_ready", connected["ready_ms"])):
-        metrics.update({k: v for k, v in report.summary(samples, key, (50, 95)).items()
-                        if not k.endswith("_max_ms")})
+        metrics.update(report.summary(samples, key, (50, 95), maximum=False))
     metrics["connect_cold_ms"] = connected["cold_ms"]
     details["connect"] = connected
 
@@ -164,9 +172,75 @@ def run(args) -> dict:
         f"{group} {values['pss_mb']:.2f} MB" for group, values in memory["per_terminal"].items()
         if group != "total"))
 
+    sessions_that_survive(args, results)
     ctx["loadavg_after"] = os.getloadavg()
     results["duration_s"] = time.monotonic() - started
     return results
+
+
+def redis_env(redis: RedisServer, **settings: str) -> dict[str, str]:
+    return {"TERMWEB_REDIS_URL": redis.url, "TERMWEB_REDIS_PREFIX": "bench:", **settings}
+
+
+def sessions_that_survive(args, results: dict) -> None:
+    """Issue #3's scenarios: reattach, a killed worker, Redis commands per keystroke."""
+    metrics, details = results["metrics"], results["details"]
+
+    _log(f"reattach a dropped connection: {args.reattaches} times")
+    with TermwebServer() as server:
+        tmux = TmuxServer(server.tmux_socket, "/bin/bash")
+        cols, rows = 120, 30  # TermClient's default size
+
+        def breakdown(session: str) -> dict:
+            return direct.reattach_steps(tmux, session, min(args.reattaches, 20), cols, rows,
+                                         scenarios.SCREEN_MARK)
+        reattach = scenarios.reattach_latency(server.base_url, args.reattaches, breakdown=breakdown)
+    metrics.update(report.summary(reattach["samples_ms"], "reattach", (50, 95)))
+    metrics.update(report.summary(reattach["ready_ms"], "reattach_ready", (50, 95), maximum=False))
+    metrics["reattach_history_bytes"] = max(reattach["history_bytes"])
+    details["reattach"] = reattach
+    p50 = {key: report.percentile(reattach[key], 50)
+           for key in ("upgrade_ms", "ready_ms", "history_ms", "first_redraw_ms", "samples_ms")}
+    steps = reattach["breakdown"]
+    results["notes"].append(
+        f"Reattach, p50 from the drop: upgrade {p50['upgrade_ms']:.1f} ms, `ready` "
+        f"{p50['ready_ms']:.1f} ms, history frame {p50['history_ms']:.1f} ms, first redraw frame "
+        f"{p50['first_redraw_ms']:.1f} ms, marker on screen {p50['samples_ms']:.1f} ms. The same "
+        f"steps run directly (medians of {steps['rounds']}): `tmux capture-pane` "
+        f"{steps['capture_ms']:.1f} ms, spawning `tmux attach` on a pty {steps['spawn_ms']:.1f} ms, "
+        f"spawn to marker on screen {steps['attach_to_screen_ms']:.1f} ms")
+
+    _log(f"kill -9 of a worker serving {args.kill_sessions} live terminals")
+    # Every terminal prints a prompt after its echo: with rc-free shells, so
+    # that this machine's prompt hook (see server.rc_free_shell) is not measured.
+    with RedisServer() as redis, rc_free_shell() as shell, TermwebServer(
+            redis_env(redis, TERMWEB_WORKERS="2", TERMWEB_SHELL=shell)) as server:
+        killed = scenarios.reattach_after_kill(server.base_url, args.kill_sessions,
+                                               server.workers, server.session_workers,
+                                               server.kill_worker,
+                                               timeout=30 + args.kill_sessions / 5)
+    metrics["kill_affected_sessions"] = killed["affected"]
+    metrics["kill_total_ms"] = killed["total_ms"]
+    metrics.update(report.summary(killed["samples_ms"], "kill", (50, 95), maximum=False))
+    details["kill"] = killed
+    results["notes"].append(
+        f"Worker kill: {killed['affected']} of {killed['opened']} terminals opened were on the "
+        f"killed worker; after the kill, `ready` p50 {report.percentile(killed['ready_ms'], 50):.0f} ms, "
+        f"drop noticed p50 {report.percentile(killed['dropped_ms'], 50):.1f} ms, "
+        f"{max(killed['attempts'])} connect attempts at most; reattached on: "
+        + ", ".join(f"{where} {count}" for where, count in sorted(killed["landed_on"].items())))
+
+    _log(f"Redis commands per keystroke: {args.redis_keystrokes} keystrokes, "
+         f"{args.redis_cycles} connect cycles")
+    with RedisServer() as redis, TermwebServer(redis_env(redis, **NO_SWEEPS)) as server:
+        ops = scenarios.redis_operations(server.base_url, args.redis_keystrokes, args.redis_cycles,
+                                         redis.command_calls)
+    metrics.update({f"redis_ops_per_{step}": ops[f"per_{step}"]
+                    for step in ("keystroke", "connect", "reattach", "disconnect")})
+    details["redis"] = ops
+    results["notes"].append("Redis commands by step (script-internal ones included): " + "; ".join(
+        f"{step}: " + ", ".join(f"{name} {calls:g}" for name, calls in sorted(ops[f"{step}_calls"].items()))
+        for step in ("connect", "reattach", "disconnect")))
 
 
 def _terminate(signum, frame):

@@ -8,11 +8,15 @@ import itertools
 import multiprocessing
 import select
 import sys
+import threading
 import time
+from collections import Counter
 from typing import Callable
 
+import websocket
+
 from . import load
-from .client import TermClient, drain, visible, wait_for_prompt
+from .client import Closed, TermClient, drain, visible, wait_for_prompt
 from .server import BenchError
 
 # Letters and digits only: nothing readline or history expansion treats specially.
@@ -20,6 +24,14 @@ PROBE_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 CLEAR_EVERY = 60      # characters typed before Ctrl-U clears the line (120 columns wide)
 ECHO_TIMEOUT = 5.0    # seconds to wait for one echo before giving up
 GAP = 0.005           # pause between keystrokes: a probe, not a paste
+# Reattach: the marker is printed, not typed (the command line reads `$((6*7))`).
+SCREEN_COMMAND = b"seq 1 200; echo SCREEN-MARK-$((6*7))\r"
+SCREEN_MARK = b"SCREEN-MARK-42"
+RESTORE_TIMEOUT = 10.0  # seconds for one reattach to show the screen
+RETRY_PAUSE = 0.05      # a reconnecting client's pause after a failed attempt
+CONNECT_TIMEOUT = 15.0  # for one reconnect: a page does not give up on a slow server sooner
+CONNECT_ERRORS = (Closed, OSError, websocket.WebSocketException)
+SETTLE = 0.3            # for a closed connection to be counted out by the server
 
 
 def _log(message: str) -> None:
@@ -48,6 +60,23 @@ def _echo_once(term, char: bytes) -> float:
             raise BenchError(f"no echo of {char!r} within {ECHO_TIMEOUT} s")
         if char in visible(data):
             return (arrived - start) * 1000
+
+
+def _read_until(term, needle: bytes, deadline: float) -> tuple[float, float]:
+    """Read until ``needle`` is in the visible output; ``time.perf_counter()``
+    at the arrival of the first frame with output and of the one completing it."""
+    raw, first = b"", None
+    while True:
+        data = term.recv_output(deadline - time.perf_counter())
+        arrived = time.perf_counter()
+        if data is None:
+            raise TimeoutError(f"no {needle!r} in the output; it ends {visible(raw)[-200:]!r}")
+        if not data:
+            continue
+        first = first or arrived
+        raw = (raw + data)[-16384:]  # whole, so an escape split across frames still parses
+        if needle in visible(raw):
+            return first, arrived
 
 
 def echo_probe(term, count: int, warmup: int = 20) -> list[float]:
@@ -192,3 +221,252 @@ def memory_per_terminal(base_url: str, terminals: int, measure: Callable[[], dic
     per = {group: {key: (many[group][key] - one[group][key]) / (terminals - 1)
                    for key in ("pss_mb", "rss_mb", "processes")} for group in many}
     return {"one": one, "many": many, "per_terminal": per}
+
+
+def reattach_latency(base_url: str, reattaches: int, connect: Callable = TermClient,
+                     breakdown: Callable[[str], dict] | None = None) -> dict:
+    """Scenario 5: a dropped connection, reattached until its screen is back, ``reattaches`` times.
+
+    One terminal runs ``seq 1 200; echo SCREEN-MARK-$((6*7))``: 200 numbered
+    lines, most of them in the history, then ``SCREEN-MARK-42`` on the visible
+    screen (the typed command holds only ``$((6*7))``). Each round drops the
+    socket (TCP shutdown, no close frame), starts the clock, and opens
+    ``/ws?session=<id>`` with history restore on. The server answers
+    ``ready`` (with ``restored``, the history's size), then one binary frame
+    of history, then tmux's redraw of the screen.
+
+    **Screen restored** is the arrival of the frame that completes
+    ``SCREEN-MARK-42`` in the visible text (escapes and controls removed) of
+    the frames *after* the history frame, i.e. in tmux's redraw. The history
+    must not contain the marker (checked). Also timed from the same start:
+    the upgrade (HTTP 101), ``ready``, the history frame, and the redraw's
+    first frame. ``breakdown(session_id)``, if given, times termweb's steps
+    directly against its tmux (bench.direct) once the rounds are done.
+    """
+    term = connect(base_url)
+    session = term.session_id
+    times: dict[str, list[float]] = {key: [] for key in (
+        "samples_ms", "upgrade_ms", "ready_ms", "history_ms", "first_redraw_ms")}
+    restored = []
+    try:
+        wait_for_prompt(term)
+        term.send_keys(SCREEN_COMMAND)
+        _read_until(term, SCREEN_MARK, time.perf_counter() + RESTORE_TIMEOUT)
+        drain(term, quiet=0.1)
+        for _ in range(reattaches):
+            term.drop()
+            start = time.perf_counter()
+            term = connect(base_url, session=session)
+            deadline = start + RESTORE_TIMEOUT
+            if term.ready.get("created") or not term.ready.get("restored"):
+                raise BenchError(f"the reattach restored no history: {term.ready}")
+            history = b""
+            while not history:  # b"" is a ping or a text frame
+                history = term.recv_output(deadline - time.perf_counter())
+                if history is None:
+                    raise BenchError("no history frame after ready")
+            history_at = time.perf_counter()
+            if SCREEN_MARK in visible(history):
+                raise BenchError("the screen's marker is in the history: it proves nothing there")
+            first, done = _read_until(term, SCREEN_MARK, deadline)
+            for key, at in (("samples_ms", done), ("upgrade_ms", term.opened_at),
+                            ("ready_ms", term.ready_at), ("history_ms", history_at),
+                            ("first_redraw_ms", first)):
+                times[key].append((at - start) * 1000)
+            restored.append(term.ready["restored"])
+            drain(term, quiet=0.05)  # the rest of the redraw; the prompt
+        steps = breakdown(session) if breakdown else None
+    finally:
+        term.end()
+    return {**times, "history_bytes": restored, "breakdown": steps}
+
+
+def reattach_after_kill(base_url: str, sessions: int, workers: Callable[[], list[int]],
+                        session_workers: Callable[[], dict[str, int]], kill: Callable[[int], None],
+                        connect: Callable = TermClient, timeout: float = 30.0) -> dict:
+    """Scenario 6: the live terminals of a worker killed with SIGKILL reattach.
+
+    Opens terminals, each running ``export MARK=<i>`` (``i`` zero-padded, so
+    no value is a prefix of another), until one worker serves ``sessions``
+    of them (``workers()`` lists the worker pids, ``session_workers()`` maps
+    session ids to them; the kernel spreads connections, so up to
+    3 × ``sessions`` are opened). Those on other workers stay open, idle.
+    Each terminal of the chosen worker gets a thread that, like a page,
+    reads its socket until it drops, reconnects at once with
+    ``?session=<id>`` (history restore on; RETRY_PAUSE after a failed
+    attempt, CONNECT_TIMEOUT for one) and types ``echo "m-$MARK"``. Then
+    ``kill(worker)``.
+
+    A session's time runs from just before the kill to the arrival of the
+    frame completing its own ``m-<i>`` in the visible output after ``ready``;
+    ``total_ms`` is the last session's. Every affected session must answer
+    within ``timeout`` s.
+    """
+    width = len(str(3 * sessions))
+    opened: list[tuple[TermClient, bytes]] = []
+    reattached: list[TermClient] = []
+    try:
+        victim, served = None, {}
+        while len(opened) < 3 * sessions:
+            term = connect(base_url)
+            mark = b"%0*d" % (width, len(opened))
+            opened.append((term, mark))
+            wait_for_prompt(term, quiet=0.05)
+            term.send_keys(b"export MARK=" + mark + b"\r")
+            wait_for_prompt(term, quiet=0.05)
+            _discard_pending(*(t for t, _ in opened))  # held terminals must answer pings
+            served = session_workers()
+            counts = Counter(served[t.session_id] for t, _ in opened if t.session_id in served)
+            if counts:
+                victim, most = counts.most_common(1)[0]
+                if most >= sessions:
+                    break
+        if victim is None:
+            raise BenchError("found no worker serving the terminals")
+        affected = [(t, m) for t, m in opened if served.get(t.session_id) == victim]
+        time.sleep(SETTLE)
+        _discard_pending(*(t for t, _ in opened))
+        workers_before = set(workers())
+
+        results: list[dict] = [{} for _ in affected]
+        barrier = threading.Barrier(len(affected) + 1, timeout=timeout)
+        limit_box: list[float] = []
+
+        def survive(out: dict, term: TermClient, mark: bytes) -> None:
+            try:
+                barrier.wait()
+                limit = limit_box[0]
+                while True:  # read until the connection drops
+                    try:
+                        if term.recv_output(min(0.5, limit - time.perf_counter())) is None \
+                                and time.perf_counter() > limit:
+                            raise TimeoutError("the connection did not drop")
+                    except Closed:
+                        break
+                out["dropped_at"], out["attempts"] = time.perf_counter(), 0
+                while True:
+                    if time.perf_counter() > limit:
+                        raise TimeoutError(f"not reattached after {out['attempts']} attempts "
+                                           f"({out.get('last_error')})")
+                    out["attempts"] += 1
+                    try:
+                        new = connect(base_url, session=term.session_id, timeout=CONNECT_TIMEOUT)
+                    except CONNECT_ERRORS as exc:
+                        out["last_error"] = f"{type(exc).__name__}: {exc}"
+                        time.sleep(RETRY_PAUSE)
+                        continue
+                    reattached.append(new)
+                    try:
+                        new.send_keys(b'echo "m-$MARK"\r')
+                        _, answered = _read_until(new, b"m-" + mark, limit)
+                    except Closed as exc:
+                        out["last_error"] = f"Closed: {exc}"
+                        time.sleep(RETRY_PAUSE)
+                        continue
+                    out.update(ready_at=new.ready_at, answered_at=answered,
+                               restored=new.ready.get("restored", 0))
+                    return
+            except Exception as exc:  # noqa: BLE001 -- reported below
+                out["error"] = f"{type(exc).__name__}: {exc}"
+
+        threads = [threading.Thread(target=survive, args=(out, t, m), daemon=True)
+                   for out, (t, m) in zip(results, affected)]
+        limit_box.append(time.perf_counter() + timeout + 5)
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        killed_at = time.perf_counter()
+        kill(victim)
+        for thread in threads:
+            thread.join(max(0.1, limit_box[0] + 5 - time.perf_counter()))
+        failed = [out for out in results if "answered_at" not in out]
+        if failed:
+            raise BenchError(f"{len(failed)} of {len(affected)} sessions did not reattach after "
+                             f"the kill: {failed[0].get('error', 'still running')}")
+        after = session_workers()
+        landed = Counter("surviving worker" if after.get(t.session_id) in workers_before
+                         else "respawned worker" for t, _ in affected)
+
+        def since_kill(key: str) -> list[float]:
+            return [(out[key] - killed_at) * 1000 for out in results]
+        samples = since_kill("answered_at")
+        return {"samples_ms": samples, "total_ms": max(samples), "ready_ms": since_kill("ready_at"),
+                "dropped_ms": since_kill("dropped_at"),
+                "attempts": [out["attempts"] for out in results],
+                "history_bytes": [out["restored"] for out in results],
+                "affected": len(affected), "opened": len(opened), "landed_on": dict(landed)}
+    finally:
+        gone = {t.session_id for t in reattached}
+        for term in reattached + [t for t, _ in opened if t.session_id not in gone]:
+            try:
+                term.send_keys(b"\x15exit\r")
+            except Exception:
+                pass
+        for term, _ in opened:
+            term.close()
+        for term in reattached:
+            term.close()
+
+
+def _close_and_wait(term) -> None:
+    """Disconnect, then give the server SETTLE s to count the connection out."""
+    term.disconnect()
+    time.sleep(SETTLE)
+
+
+def redis_operations(base_url: str, keystrokes: int, cycles: int,
+                     command_calls: Callable[[], dict[str, int]],
+                     connect: Callable = TermClient) -> dict:
+    """Scenario 7: Redis commands per keystroke, and per connect, reattach and disconnect.
+
+    ``command_calls()`` reads Redis's calls by command (INFO commandstats,
+    whose own call shows in the next reading: one per window is subtracted).
+    The server must do nothing else with Redis meanwhile (no sweeps: a long
+    TERMWEB_RECONCILE_INTERVAL). Keystrokes: the echo probe, each keystroke
+    waiting for its echo. Then ``cycles`` times (after one unmeasured cycle,
+    which loads the Lua scripts): open a new terminal up to its prompt;
+    close it (close frame) and wait SETTLE s; reattach it up to the end of
+    the redraw; close again. Commands run inside Lua scripts count too.
+    """
+    def delta(before: dict, after: dict) -> Counter:
+        out = Counter({name: after.get(name, 0) - before.get(name, 0) for name in after})
+        out["info"] -= 1  # the reading `before` itself
+        return +out  # drops zero counts
+
+    term = connect(base_url)
+    try:
+        wait_for_prompt(term)
+        echo_probe(term, 0)  # warm-up only
+        before = command_calls()
+        echo_probe(term, keystrokes, warmup=0)
+        typing = delta(before, command_calls())
+    finally:
+        term.end()
+    steps: dict[str, Counter] = {"connect": Counter(), "reattach": Counter(), "disconnect": Counter()}
+    ended = []
+    for cycle in range(cycles + 1):  # the first, unmeasured, loads the Lua scripts
+        measured = cycle > 0
+        before = command_calls()
+        term = connect(base_url)
+        wait_for_prompt(term, quiet=0.1)
+        opened = command_calls()
+        _close_and_wait(term)
+        closed = command_calls()
+        term = connect(base_url, session=term.session_id)
+        drain(term, quiet=0.1)
+        reopened = command_calls()
+        _close_and_wait(term)
+        closed_again = command_calls()
+        ended.append(term.session_id)
+        if measured:
+            steps["connect"] += delta(before, opened)
+            steps["disconnect"] += delta(opened, closed) + delta(reopened, closed_again)
+            steps["reattach"] += delta(closed, reopened)
+    for session in ended:  # end the shells, outside the measurement
+        connect(base_url, session=session, restore=False).end()
+    per = {"connect": cycles, "reattach": cycles, "disconnect": 2 * cycles}
+    return {"keystrokes": keystrokes, "typing_calls": dict(typing),
+            "per_keystroke": sum(typing.values()) / keystrokes,
+            **{f"per_{step}": sum(steps[step].values()) / per[step] for step in steps},
+            **{f"{step}_calls": {name: calls / per[step] for name, calls in steps[step].items()}
+               for step in steps}}

@@ -1,7 +1,10 @@
-"""Start a real termweb under gunicorn on a free loopback port; stop it by pid."""
+"""Start a real termweb under gunicorn on a free loopback port, and a
+redis-server of the benchmark's own when a scenario needs one; stop both by pid."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +22,7 @@ from . import procs
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
+WORKER_SETTLE = 0.5  # seconds a new gunicorn worker gets to set its signal handlers
 
 
 class BenchError(RuntimeError):
@@ -34,6 +38,23 @@ def free_port() -> int:
 def _python() -> str:
     venv = ROOT / ".venv" / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
+
+
+@contextlib.contextmanager
+def rc_free_shell():
+    """The path of a shell for TERMWEB_SHELL: bash without any rc file.
+
+    This machine's root bash runs pyenv's prompt hook, which forks `pyenv`
+    scripts at every prompt (~60 ms of CPU each): a scenario with a prompt
+    in every terminal at once would measure that instead of termweb.
+    """
+    with tempfile.TemporaryDirectory(prefix="termweb-bench-shell-") as directory:
+        path = os.path.join(directory, "bash-norc")
+        with open(path, "w") as f:
+            # No history file either: the benchmark's commands stay out of ~/.bash_history.
+            f.write('#!/bin/sh\nexport HISTFILE=\nexec /bin/bash --noprofile --norc "$@"\n')
+        os.chmod(path, 0o755)
+        yield path
 
 
 class TermwebServer:
@@ -75,11 +96,22 @@ class TermwebServer:
             return False
 
     def stop(self) -> None:
-        """SIGTERM gunicorn (SIGKILL after a timeout), end any straggler by pid, kill tmux."""
+        """SIGQUIT gunicorn (SIGKILL after a timeout), end any straggler by pid, kill tmux.
+
+        QUIT is gunicorn's quick shutdown: TERM's graceful one takes a second
+        more per server and only tells terminals the benchmark is done with.
+        A worker loses a signal that comes before it has set its handlers (a
+        worker just started in place of a killed one), and the master then
+        waits its graceful_timeout (10 s): young workers get a moment first.
+        """
         try:
             if self.process is not None and self.process.poll() is None:
+                deadline = time.monotonic() + 2 * WORKER_SETTLE
+                while (time.monotonic() < deadline
+                       and any(procs.age(pid) < WORKER_SETTLE for pid in self.workers())):
+                    time.sleep(0.05)
                 children = procs.descendants(self.process.pid)
-                self.process.send_signal(signal.SIGTERM)
+                self.process.send_signal(signal.SIGQUIT)
                 try:
                     self.process.wait(STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
@@ -92,7 +124,11 @@ class TermwebServer:
                         except ProcessLookupError:
                             pass
         finally:
-            TmuxServer(self.tmux_socket, "/bin/bash").kill_server()  # removes the socket too
+            tmux = TmuxServer(self.tmux_socket, "/bin/bash")
+            tmux.kill_server()  # removes the socket too
+            # gunicorn.conf.py's instance lock (in-memory store) is left behind otherwise.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmux.socket_path + ".termweb-lock")
             self._log.close()
 
     def __enter__(self) -> "TermwebServer":
@@ -119,6 +155,31 @@ class TermwebServer:
                               capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
         return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
 
+    def workers(self) -> list[int]:
+        """The pids of gunicorn's workers now (the master's live children)."""
+        if self.process is None:
+            return []
+        return [pid for pid in procs.children_by_parent().get(self.process.pid, [])
+                if procs.alive(pid)]
+
+    def session_workers(self) -> dict[str, int]:
+        """Session id -> pid of the worker serving it: the parent of the
+        session's ``tmux ... attach-session -t =<id>`` client."""
+        children = procs.children_by_parent()
+        served = {}
+        for worker in self.workers():
+            for pid in children.get(worker, []):
+                args = procs.cmdline(pid)
+                if "attach-session" in args and "-t" in args[:-1]:
+                    served[args[args.index("-t") + 1].lstrip("=")] = worker
+        return served
+
+    def kill_worker(self, pid: int) -> None:
+        """SIGKILL one of this server's workers (gunicorn's master starts another)."""
+        if pid not in self.workers():
+            raise BenchError(f"pid {pid} is not a worker of this termweb")
+        os.kill(pid, signal.SIGKILL)
+
     def process_groups(self) -> dict[str, list[int]]:
         """The server's processes by role: gunicorn, tmux attach clients, tmux server, shells."""
         tree = procs.descendants(self.process.pid) if self.process else []
@@ -131,3 +192,84 @@ class TermwebServer:
         shells = procs.descendants(tmux_pid) if tmux_pid else []
         return {"gunicorn": gunicorn, "attach_clients": clients, "tmux_server": tmux_server,
                 "shells": [pid for pid in shells if pid not in set(gunicorn + clients)]}
+
+
+class RedisServer:
+    """A redis-server of the benchmark's own on a free loopback port, without
+    persistence (never the machine's Redis). Use as a context manager."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self._dir = tempfile.TemporaryDirectory(prefix="termweb-bench-redis-")
+        self._client = None
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BenchError("redis-server is not installed (apt-get install redis-server); "
+                             "the Redis scenarios need one")
+        log = open(os.path.join(self._dir.name, "redis.log"), "ab")  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", self._dir.name, "--daemonize", "no"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._answers():
+            if self.process.poll() is not None:
+                raise BenchError(f"redis-server exited with {self.process.returncode}: {self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not answer within {START_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = Path(self._dir.name) / "redis.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls so far by command, from ``INFO commandstats`` (one INFO call
+        itself, counted in the next reading). Commands that Lua scripts run
+        count too, besides the EVALSHA that ran them."""
+        if self._client is None:
+            import redis
+            self._client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        stats = self._client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()}
+
+    def stop(self) -> None:
+        try:
+            if self._client is not None:
+                self._client.close()
+            if self.process is not None and self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(5)
+        finally:
+            self._dir.cleanup()
+
+    def __enter__(self) -> "RedisServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
