@@ -80,6 +80,8 @@ def markdown(results: dict) -> str:
              "affected": round(results["metrics"].get("kill_affected_sessions", 0))}
     rows = ["| metric | value | target |", "|---|---|---|"]
     for key, (label, unit, target) in METRICS.items():
+        if key not in results["metrics"]:  # a group of scenarios left out (--only)
+            continue
         value = results["metrics"][key]
         if target is None:
             shown_target = "—"

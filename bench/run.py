@@ -40,6 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, default in FULL.items():
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
                             help=f"default {default}, smoke {SMOKE[name]}")
+    parser.add_argument("--only", choices=("gateway", "sessions"), default=None,
+                        help="run one group of scenarios: 'gateway' (echo, load, connect, memory) "
+                             "or 'sessions' (reattach, worker kill, Redis commands)")
     parser.add_argument("--load-loop", choices=("sleep", "read"), default="sleep",
                         help="the load terminals' loop: 'sleep' (the issue's: forks a `sleep` per "
                              "line) or 'read' (the same output from `read -t`, without forking)")
@@ -110,12 +113,24 @@ def cpu_percentages(before: dict, after: dict) -> dict:
 
 def run(args) -> dict:
     results: dict = {"parameters": {name: getattr(args, name) for name in FULL}
-                     | {"smoke": args.smoke, "load_loop": args.load_loop},
+                     | {"smoke": args.smoke, "load_loop": args.load_loop, "only": args.only},
                      "context": context(), "metrics": {}, "details": {}, "notes": []}
-    ctx, metrics, details = results["context"], results["metrics"], results["details"]
+    ctx = results["context"]
     ctx["loadavg_before"] = os.getloadavg()
     ctx["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     started = time.monotonic()
+    if args.only != "sessions":
+        gateway_core(args, results)
+    if args.only != "gateway":
+        sessions_that_survive(args, results)
+    ctx["loadavg_after"] = os.getloadavg()
+    results["duration_s"] = time.monotonic() - started
+    return results
+
+
+def gateway_core(args, results: dict) -> None:
+    """Issue #2's scenarios: keystroke echo, idle and under load; connect; memory."""
+    metrics, details = results["metrics"], results["details"]
 
     _log(f"echo latency, idle: {args.keystrokes} keystrokes")
     with TermwebServer() as server:
@@ -171,11 +186,6 @@ def run(args) -> dict:
     results["notes"].append("PSS per terminal by part: " + ", ".join(
         f"{group} {values['pss_mb']:.2f} MB" for group, values in memory["per_terminal"].items()
         if group != "total"))
-
-    sessions_that_survive(args, results)
-    ctx["loadavg_after"] = os.getloadavg()
-    results["duration_s"] = time.monotonic() - started
-    return results
 
 
 def redis_env(redis: RedisServer, **settings: str) -> dict[str, str]:
