@@ -6,9 +6,10 @@ termweb/tmux.conf; each session gets only the variables passed to it.
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import spawn
 
 CONF_PATH = Path(__file__).with_name("tmux.conf")
 COMMAND_TIMEOUT = 10.0
@@ -76,16 +77,15 @@ class TmuxServer:
 
     def run(self, *args: str, binary: bool = False) -> str | bytes:
         try:
-            done = subprocess.run(self.base + list(args), env=self.env, capture_output=True,
-                                  text=not binary, timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
+            code, out, err = spawn.run(self.base + list(args), self.env, COMMAND_TIMEOUT)
+        except spawn.CommandTimeout:
             raise TmuxError(f"tmux {args[0]} did not answer within {COMMAND_TIMEOUT:.0f} s") from None
         except OSError as exc:
             raise TmuxError(f"cannot run tmux: {exc}") from None
-        if done.returncode != 0:
-            stderr = done.stderr if isinstance(done.stderr, str) else done.stderr.decode(errors="replace")
-            raise TmuxError(stderr.strip() or f"tmux {args[0]} exited with {done.returncode}")
-        return done.stdout
+        if code != 0:
+            message = err.decode(errors="replace").strip()
+            raise TmuxError(message or f"tmux {args[0]} exited with {code}")
+        return out if binary else out.decode(errors="replace")
 
     def start(self) -> None:
         """Start the server if needed and (re)apply termweb's options."""
