@@ -59,7 +59,7 @@ def _hold_instance_lock():
     """One in-memory instance per tmux server: a second one would not know the
     first one's sessions. The lock lives as long as this master."""
     global _instance_lock
-    path = TmuxServer(_settings.tmux_socket, _settings.shell).socket_path + ".termweb-lock"
+    path = TmuxServer(_settings.tmux_socket, _settings.shell).instance_lock_path
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     _instance_lock = open(path, "a")  # noqa: SIM115 -- held until exit
     try:

@@ -124,11 +124,8 @@ class TermwebServer:
                         except ProcessLookupError:
                             pass
         finally:
-            tmux = TmuxServer(self.tmux_socket, "/bin/bash")
-            tmux.kill_server()  # removes the socket too
-            # gunicorn.conf.py's instance lock (in-memory store) is left behind otherwise.
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmux.socket_path + ".termweb-lock")
+            # Removes the socket and the in-memory instance lock too.
+            TmuxServer(self.tmux_socket, "/bin/bash").kill_server()
             self._log.close()
 
     def __enter__(self) -> "TermwebServer":

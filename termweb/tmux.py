@@ -179,16 +179,22 @@ class TmuxServer:
         tmpdir = self.env.get("TMUX_TMPDIR") or "/tmp"
         return os.path.join(tmpdir, f"tmux-{os.getuid()}", self.socket)
 
+    @property
+    def instance_lock_path(self) -> str:
+        """The lock an in-memory termweb instance holds on this server (gunicorn.conf.py)."""
+        return self.socket_path + ".termweb-lock"
+
     def kill_server(self) -> None:
-        """Stop the server and every session in it, and remove its socket file."""
+        """Stop the server and every session in it; remove its socket and lock files."""
         try:
             self.run("kill-server")
         except TmuxError:
             pass
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        for path in (self.socket_path, self.instance_lock_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def attach_command(self, name: str, readonly: bool = False) -> list[str]:
         return self.base + ["attach-session"] + (["-r"] if readonly else []) + ["-t", "=" + name]
