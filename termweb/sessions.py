@@ -8,6 +8,7 @@ is `DEFAULT_USER`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import socket
@@ -107,9 +108,11 @@ class SessionRouter:
         never sees the session without its record and takes it for an orphan.
         """
         environment = validate_environment(environment)
-        if working_directory is not None and not (
-                isinstance(working_directory, str) and working_directory.startswith("/")):
-            raise InvalidRequest("workingDirectory must be an absolute path")
+        if working_directory is not None:
+            if not (isinstance(working_directory, str) and working_directory.startswith("/")):
+                raise InvalidRequest("workingDirectory must be an absolute path")
+            if not os.path.isdir(working_directory):
+                raise InvalidRequest(f"workingDirectory {working_directory[:200]!r} is not a directory")
         now = time.time()
         state = SessionState(
             session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=self.backend_id,

@@ -65,6 +65,7 @@ def test_a_session_killed_behind_our_back_is_ended_on_attach(router):
 
 @pytest.mark.parametrize("directory, environment", [
     ("relative/path", None),
+    ("/no/such/directory", None),
     (None, {"BAD NAME": "x"}),
     (None, {"X": 1}),
     (None, {"X": "nul\0byte"}),

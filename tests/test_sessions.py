@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
 
 from .conftest import TEST_SHELL, child_pids, start_gunicorn, stop_process
-from .helpers import TermClient, reattach, refusal, wait_until
+from .helpers import TermClient, free_port, reattach, refusal, wait_until
 
 SET_MARK = "export MARK={mark}; echo set-$((40+2))"
 
@@ -103,6 +105,7 @@ def test_rest_creates_lists_and_ends_sessions(gunicorn_server, term):
     ("DELETE", "/api/sessions/..%2F..%2Fetc", None, {}, 404, None),
     ("POST", "/api/sessions", {"cols": 5000}, {}, 400, "invalid_size"),
     ("POST", "/api/sessions", {"workingDirectory": "relative/dir"}, {}, 400, "invalid_field"),
+    ("POST", "/api/sessions", {"workingDirectory": "/no/such/dir"}, {}, 400, "invalid_field"),
     ("POST", "/api/sessions", {"environment": {"BAD NAME": "x"}}, {}, 400, "invalid_field"),
     ("POST", "/api/sessions", {"environment": ["A=1"]}, {}, 400, "invalid_field"),
     ("POST", "/api/sessions", {}, {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
@@ -118,8 +121,6 @@ def test_rest_refuses_bad_requests_with_a_json_error(gunicorn_server, method, pa
 
 
 def test_rest_refuses_malformed_json(gunicorn_server):
-    import urllib.error
-    import urllib.request
     request = urllib.request.Request(gunicorn_server.url + "/api/sessions", data=b"{not json",
                                      method="POST", headers={"Content-Type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as refused:
@@ -189,7 +190,6 @@ def test_several_workers_without_redis_are_refused_at_start(tmp_path):
 
 def test_a_second_in_memory_instance_on_one_tmux_server_is_refused(gunicorn_factory, tmp_path):
     first = gunicorn_factory()
-    from .helpers import free_port
     log = _start_expecting_exit(tmp_path, TERMWEB_PORT=str(free_port()),
                                 TERMWEB_TMUX_SOCKET=first.tmux.socket)
     assert "another termweb instance already serves tmux socket" in log
@@ -228,7 +228,7 @@ def test_two_workers_sessions_survive_a_killed_worker_and_a_deploy(gunicorn_fact
         assert client.wait_closed().code == 1012
     for i, session_id in enumerate(ids):
         client = reattach(server.url, session_id, restore=0)
-        client.run(f'echo "again-$MARK"', f"again-m{i}")
+        client.run('echo "again-$MARK"', f"again-m{i}")
     # Reattaches that reached an old worker in its last moments were sent on
     # too, so the old workers are done well before gunicorn's graceful timeout.
     wait_until(lambda: not old_workers & set(server.worker_pids()), timeout=8,
