@@ -59,6 +59,15 @@ def http_error(exc: HTTPException):
     return response, exc.code or 500
 
 
+@bp.errorhandler(Exception)
+def internal_error(exc: Exception):
+    """A bug: logged with its traceback, answered in the API's own shape."""
+    if isinstance(exc, HTTPException):
+        return http_error(exc)
+    log.exception("%s %s failed", request.method, request.path)
+    return jsonify(error={"code": "internal_error", "message": "internal server error"}), 500
+
+
 @bp.before_request
 def same_origin_only():
     """State changes come from our own pages: a cross-site form or script is

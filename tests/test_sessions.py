@@ -103,6 +103,8 @@ def test_rest_creates_lists_and_ends_sessions(gunicorn_server, term):
     ("GET", "/api/sessions/doesnotexist-0000000", None, {}, 404, "session_not_found"),
     ("DELETE", "/api/sessions/doesnotexist-0000000", None, {}, 404, "session_not_found"),
     ("DELETE", "/api/sessions/..%2F..%2Fetc", None, {}, 404, None),
+    ("GET", "/api/no-such-endpoint", None, {}, 404, "not_found"),
+    ("PUT", "/api/sessions", {}, {}, 405, "method_not_allowed"),
     ("POST", "/api/sessions", {"cols": 5000}, {}, 400, "invalid_size"),
     ("POST", "/api/sessions", {"workingDirectory": "relative/dir"}, {}, 400, "invalid_field"),
     ("POST", "/api/sessions", {"workingDirectory": "/no/such/dir"}, {}, 400, "invalid_field"),
