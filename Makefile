@@ -1,5 +1,5 @@
 # The few commands a person types; each is also a script for machines without make.
-.PHONY: run test setup
+.PHONY: run test setup bench
 
 run:
 	./run.sh
@@ -9,3 +9,6 @@ test:
 
 setup:
 	scripts/setup.sh test
+
+bench:
+	./bench.sh

@@ -42,10 +42,12 @@ def receive(conn, timeout: float, worker=None) -> dict:
     return {"error": f"no answer from the load process within {timeout:.0f} s"}
 
 
-def main(conn, base_url: str, count: int, loop: str = "sleep") -> None:
+def main(conn, base_url: str, count: int, loop: str = "sleep", connect=None) -> None:
+    """``connect``: the client class (bench.client.TermClient unless given;
+    a class pickles by name, so it crosses to this spawned process)."""
     # Ctrl-C reaches the whole process group; the parent ends us, cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    load = Load(conn, count, LOAD_LOOPS[loop])
+    load = Load(conn, count, LOAD_LOOPS[loop], connect)
     try:
         load.run(base_url)
     except Exception as exc:  # reported to the parent, which decides
@@ -58,8 +60,8 @@ def main(conn, base_url: str, count: int, loop: str = "sleep") -> None:
 
 
 class Load:
-    def __init__(self, conn, count: int, command: bytes):
-        self.conn, self.count, self.command = conn, count, command
+    def __init__(self, conn, count: int, command: bytes, connect=None):
+        self.conn, self.count, self.command, self.connect = conn, count, command, connect
         self.sel = selectors.DefaultSelector()
         self.sel.register(conn, selectors.EVENT_READ, None)
         self.terms: list = []
@@ -74,7 +76,7 @@ class Load:
         # Open every terminal first, reading those already open as we go (they
         # must answer the server's pings), then start all the loops at once.
         for _ in range(self.count):
-            term = TermClient(base_url)
+            term = (self.connect or TermClient)(base_url)
             self.terms.append(term)
             self.sel.register(term, selectors.EVENT_READ, term)
             self._pump(0)

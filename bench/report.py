@@ -3,38 +3,51 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
-# Targets from the issue, set against ttyd + tmux on this machine.
-# metric key -> (label, unit, target or None)
+# Targets from the issues, set against ttyd + tmux on this machine; they
+# apply to termweb. metric key -> (label, unit, target or None). A key with
+# ``{n}`` stands for one row per count measured (load steps, capacity steps).
 METRICS = {
     "echo_idle_p50_ms": ("Echo latency, idle, p50", "ms", 0.4),
     "echo_idle_p95_ms": ("Echo latency, idle, p95", "ms", None),
     "echo_idle_p99_ms": ("Echo latency, idle, p99", "ms", 1.5),
     "echo_idle_max_ms": ("Echo latency, idle, max", "ms", None),
-    "echo_load_p50_ms": ("Echo latency, {load} loaded terminals, p50", "ms", None),
-    "echo_load_p95_ms": ("Echo latency, {load} loaded terminals, p95", "ms", None),
-    "echo_load_p99_ms": ("Echo latency, {load} loaded terminals, p99", "ms", 2.5),
-    "echo_load_max_ms": ("Echo latency, {load} loaded terminals, max", "ms", None),
-    "load_lines_per_s": ("Load actually printed (all load terminals)", "lines/s", None),
-    "connect_p50_ms": ("Connect to first prompt, p50", "ms", None),
-    "connect_p95_ms": ("Connect to first prompt, p95", "ms", None),
-    "connect_cold_ms": ("Connect to first prompt, first terminal of a fresh server", "ms", None),
-    "connect_ready_p50_ms": ("Connect to `ready` (session made and attached), p50", "ms", None),
-    "connect_ready_p95_ms": ("Connect to `ready` (session made and attached), p95", "ms", None),
+    "echo_load{n}_p50_ms": ("Echo latency, {n} terminals printing, p50", "ms", None),
+    "echo_load{n}_p95_ms": ("Echo latency, {n} terminals printing, p95", "ms", None),
+    "echo_load{n}_p99_ms": ("Echo latency, {n} terminals printing, p99", "ms", 2.5),
+    "echo_load{n}_max_ms": ("Echo latency, {n} terminals printing, max", "ms", None),
+    "load{n}_lines_per_s": ("Load actually printed ({n} terminals together)", "lines/s", None),
+    "connect_p50_ms": ("Connect a new terminal → first prompt, p50", "ms", None),
+    "connect_p95_ms": ("Connect a new terminal → first prompt, p95", "ms", None),
+    "connect_cold_ms": ("Connect → first prompt, first terminal of a fresh server", "ms", None),
+    "connect_ready_p50_ms": ("Connect → `ready` (terminado: `setup`), p50", "ms", None),
+    "connect_ready_p95_ms": ("Connect → `ready` (terminado: `setup`), p95", "ms", None),
+    "connect_reattach_p50_ms": ("Connect to an existing terminal → prompt, p50", "ms", None),
+    "connect_reattach_p95_ms": ("Connect to an existing terminal → prompt, p95", "ms", None),
+    "reattach_p50_ms": ("Reconnect: dropped connection → screen restored, p50", "ms", 30.0),
+    "reattach_p95_ms": ("Reconnect: dropped connection → screen restored, p95", "ms", None),
+    "reattach_max_ms": ("Reconnect: dropped connection → screen restored, max", "ms", None),
+    "reattach_ready_p50_ms": ("Reconnect: dropped connection → `ready`/`setup`, p50", "ms", None),
+    "reattach_ready_p95_ms": ("Reconnect: dropped connection → `ready`/`setup`, p95", "ms", None),
+    "reattach_history_bytes": ("Reconnect: history (terminado: buffer) replayed", "bytes", None),
+    "bulk_wall_s": ("Bulk output `seq 1 {bulk}` → prompt back", "s", None),
+    "bulk_received_mb": ("Bulk output: received by the client", "MB", None),
+    "bulk_server_cpu_s": ("Bulk output: server CPU (shells excluded)", "CPU s", None),
+    "capacity_open": ("Capacity: terminals open at the last step", "terminals", None),
+    "capacity{n}_pss_per_terminal_mb": ("Capacity, {n} open: memory per terminal, PSS", "MB", 1.4),
+    "capacity{n}_rss_per_terminal_mb": ("Capacity, {n} open: memory per terminal, RSS", "MB", None),
+    "capacity{n}_failures": ("Capacity, {n} open: connect failures", "failures", None),
+    "capacity{n}_open_s": ("Capacity, {n} open: time to open the step", "s", None),
+    "capacity{n}_echo_p99_ms": ("Capacity, {n} open: probe echo p99", "ms", None),
+    # termweb's own (issues #2 and #3): no counterpart in terminado.
     "memory_pss_per_terminal_mb": ("Memory per terminal, PSS", "MB", 1.4),
     "memory_rss_per_terminal_mb": ("Memory per terminal, RSS (reference)", "MB", None),
     "memory_pss_total_1_mb": ("Memory total, 1 terminal, PSS", "MB", None),
     "memory_pss_total_n_mb": ("Memory total, {memory} terminals, PSS", "MB", None),
     "memory_rss_total_1_mb": ("Memory total, 1 terminal, RSS", "MB", None),
     "memory_rss_total_n_mb": ("Memory total, {memory} terminals, RSS", "MB", None),
-    # Issue #3: sessions that survive.
-    "reattach_p50_ms": ("Reattach: dropped connection → screen restored, p50", "ms", 30.0),
-    "reattach_p95_ms": ("Reattach: dropped connection → screen restored, p95", "ms", None),
-    "reattach_max_ms": ("Reattach: dropped connection → screen restored, max", "ms", None),
-    "reattach_ready_p50_ms": ("Reattach: dropped connection → `ready`, p50", "ms", None),
-    "reattach_ready_p95_ms": ("Reattach: dropped connection → `ready`, p95", "ms", None),
-    "reattach_history_bytes": ("Reattach: history restored", "bytes", None),
     "kill_affected_sessions": ("Worker killed (SIGKILL): its live terminals", "terminals", None),
     "kill_total_ms": ("Worker killed: all {affected} reattached and answering", "ms", 2000.0),
     "kill_p50_ms": ("Worker killed: one terminal reattached and answering, p50", "ms", None),
@@ -44,6 +57,43 @@ METRICS = {
     "redis_ops_per_reattach": ("Redis commands per reattach", "commands", None),
     "redis_ops_per_disconnect": ("Redis commands per disconnect", "commands", None),
 }
+
+
+def metric_keys(present) -> list[tuple[str, str, str, float | None]]:
+    """(key, label, unit, target) for every key in ``present``, in METRICS's
+    order. Consecutive ``{n}`` keys form a block, repeated once per count
+    found (smallest first): p50, p95, p99, max for 20 terminals, then for 50."""
+    rows, block = [], []
+
+    def flush() -> None:
+        regexes = [(re.compile(re.escape(pattern).replace(r"\{n\}", r"(\d+)") + r"\Z"), pattern)
+                   for pattern in block]
+        counts = sorted({int(m.group(1)) for regex, _ in regexes for key in present
+                         if (m := regex.match(key))})
+        for n in counts:
+            for pattern in block:
+                key = pattern.replace("{n}", str(n))
+                if key in present:
+                    label, unit, target = METRICS[pattern]
+                    rows.append((key, label.replace("{n}", str(n)), unit, target))
+        block.clear()
+
+    for pattern, (label, unit, target) in METRICS.items():
+        if "{n}" in pattern:
+            block.append(pattern)
+            continue
+        flush()
+        if pattern in present:
+            rows.append((pattern, label, unit, target))
+    flush()
+    return rows
+
+
+def ratios(results: dict) -> dict[str, float]:
+    """termweb / terminado for every metric both measured (and terminado's is not 0)."""
+    ours, theirs = results["metrics"].get("termweb", {}), results["metrics"].get("terminado", {})
+    return {key: ours[key] / theirs[key] for key in ours
+            if key in theirs and theirs[key] and math.isfinite(theirs[key])}
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -64,60 +114,95 @@ def summary(samples: list[float], prefix: str, quantiles=(50, 95, 99),
     return out
 
 
-def _fmt(value: float, unit: str) -> str:
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
     if unit == "ms":
         return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
     if unit == "MB":
         return f"{value:.2f} MB"
+    if unit in ("s", "CPU s"):
+        return f"{value:.2f} {unit}"
     if unit == "commands":
         return f"{value:.2f}" if value != int(value) else f"{value:.0f}"
     return f"{value:.0f} {unit}"
 
 
-def markdown(results: dict) -> str:
-    params, ctx = results["parameters"], results["context"]
-    names = {"load": params["load_terminals"], "memory": params["memory_terminals"],
-             "affected": round(results["metrics"].get("kill_affected_sessions", 0))}
-    rows = ["| metric | value | target |", "|---|---|---|"]
-    for key, (label, unit, target) in METRICS.items():
-        if key not in results["metrics"]:  # a group of scenarios left out (--only)
-            continue
-        value = results["metrics"][key]
-        if target is None:
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}×" if value < 10 else f"{value:.0f}×"
+
+
+def table(results: dict) -> list[str]:
+    """The comparison table: one column per target, the ratio termweb / terminado,
+    and the issue's target for termweb (met or missed)."""
+    params, targets = results["parameters"], results["targets"]
+    metrics, ratio = results["metrics"], results.get("ratios", {})
+    names = {"memory": params["memory_terminals"], "bulk": params["bulk_lines"],
+             "affected": round(metrics.get("termweb", {}).get("kill_affected_sessions", 0))}
+    present = {key for values in metrics.values() for key in values}
+    rows = [f"| metric | {' | '.join(targets)} | ratio termweb/terminado | target (termweb) |",
+            "|---|" + "---|" * len(targets) + "---|---|"]
+    for key, label, unit, target in metric_keys(present):
+        cells = [_fmt(metrics[name].get(key), unit) for name in targets]
+        ours = metrics.get("termweb", {}).get(key)
+        if target is None or ours is None:
             shown_target = "—"
         else:
-            verdict = "met" if value <= target else "**missed**"
+            verdict = "met" if ours <= target else "**missed**"
             shown_target = f"≤ {_fmt(target, unit)} ({verdict})"
-        rows.append(f"| {label.format(**names)} | {_fmt(value, unit)} | {shown_target} |")
+        rows.append(f"| {label.format(**names)} | {' | '.join(cells)} | {_ratio(ratio.get(key))} "
+                    f"| {shown_target} |")
+    return rows
+
+
+def markdown(results: dict, chart: str | None = None) -> str:
+    params, ctx = results["parameters"], results["context"]
     before, after = ctx["loadavg_before"], ctx["loadavg_after"]
     lines = [
-        f"# termweb benchmark, {ctx['date']}",
+        f"# termweb benchmark, beside {', '.join(t for t in results['targets'] if t != 'termweb') or 'no peer'}"
+        f", {ctx['date']}",
         "",
-        *rows,
+        *table(results),
         "",
-        f"* Counts: {params['keystrokes']} keystrokes per echo run, {params['load_terminals']} load "
-        f"terminals (`{params['load_loop']}` loop), {params['connects']} connects, "
-        f"{params['memory_terminals']} terminals for memory, {params['reattaches']} reattaches, "
-        f"{params['kill_sessions']} terminals wanted on the killed worker, "
-        f"{params['redis_keystrokes']} keystrokes and {params['redis_cycles']} connect cycles "
-        "counting Redis commands"
+        f"* Counts: {params['keystrokes']} keystrokes per idle echo run, {params['load_keystrokes']} "
+        f"beside {', '.join(map(str, params['load_steps']))} printing terminals "
+        f"(`{params['load_loop']}` loop, a line every 50 ms each), {params['connects']} connects "
+        f"(new and reattached), {params['reattaches']} reconnects, `seq 1 {params['bulk_lines']}`, "
+        f"capacity steps {', '.join(map(str, params['capacity_steps']))} with "
+        f"{params['probe_keystrokes']} probe keystrokes each; termweb alone: "
+        f"{params['memory_terminals']} terminals for memory, {params['kill_sessions']} terminals "
+        f"wanted on the killed worker, {params['redis_keystrokes']} keystrokes and "
+        f"{params['redis_cycles']} connect cycles counting Redis commands"
         + (" (smoke run)" if params["smoke"] else ""),
+        f"* Each compared metric: "
+        + ("one run" if params["repeat"] == 1 else f"the median of {params['repeat']} runs")
+        + " per target, a fresh server for every scenario",
         f"* Machine: {ctx['nproc']} CPUs ({ctx['cpu_model']}), {ctx['kernel']}; load average "
         f"{before[0]:.2f} {before[1]:.2f} {before[2]:.2f} before, "
         f"{after[0]:.2f} {after[1]:.2f} {after[2]:.2f} after",
         f"* Versions: Python {ctx['python']}, gevent {ctx['gevent']}, gunicorn {ctx['gunicorn']}, "
-        f"{ctx['tmux']}, websocket-client {ctx['websocket_client']}",
+        f"{ctx['tmux']}, terminado {ctx.get('terminado')}, tornado {ctx.get('tornado')}, "
+        f"websocket-client {ctx['websocket_client']}",
         f"* Run took {results['duration_s']:.0f} s",
     ]
+    if chart:
+        lines.append(f"* Chart: {chart}")
     for note in results.get("notes", []):
         lines.append(f"* {note}")
     return "\n".join(lines) + "\n"
 
 
-def write(results: dict, out_dir: Path, stamp: str) -> tuple[Path, Path]:
+def write(results: dict, out_dir: Path, stamp: str) -> tuple[Path, Path, Path]:
+    """termweb-<stamp>.json, .md and .png (bench/chart.py) in ``out_dir``."""
+    from . import chart
+
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / f"termweb-{stamp}.json"
     md_path = out_dir / f"termweb-{stamp}.md"
+    png_path = out_dir / f"termweb-{stamp}.png"
     json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(markdown(results))
-    return json_path, md_path
+    chart.draw(results, png_path)
+    md_path.write_text(markdown(results, chart=png_path.name))
+    return json_path, md_path, png_path

@@ -1,61 +1,129 @@
-"""termweb's benchmark: ``python -m bench.run [--smoke] [--out DIR] [counts]``.
+"""termweb's benchmark, beside Jupyter's terminado: ``python -m bench.run [--smoke] [--out DIR] [counts]``.
 
-Starts a fresh termweb (gunicorn + a tmux server on a socket of its own) for
-each scenario, measures against it over 127.0.0.1, stops it, and writes
-``termweb-<UTC timestamp>.json`` and ``.md`` into --out (the table is also
-printed). See bench/__init__.py for the modules.
+Runs the same scenarios against each target (termweb, then terminado as the
+reference peer: bench/peer.py), a fresh server for every scenario and target,
+over 127.0.0.1; then termweb's own scenarios (memory by part, a killed
+worker, Redis commands), which have no counterpart in terminado. Writes
+``termweb-<UTC timestamp>.json``, ``.md`` (the table, also printed) and
+``.png`` (bench/chart.py) into --out. See bench/__init__.py for the modules.
+
+Default counts (``FULL``, ``FULL_STEPS``) keep a run on a 2-core machine
+near 6 minutes (half of it termweb's capacity ladder; every step is bounded);
+``--smoke`` takes the ``SMOKE`` ones (under 40 s). With
+``--repeat N`` every compared scenario runs N times per target and each
+metric is the median of the N values (default 1, for time's sake).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
+import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from termweb.tmux import TmuxServer
 
 from . import direct, procs, report, scenarios
-from .client import Closed
+from .client import Closed, TermClient
 from .server import ROOT, BenchError, RedisServer, TermwebServer, rc_free_shell
 
-FULL = {"keystrokes": 500, "load_terminals": 100, "connects": 20, "memory_terminals": 100,
-        "reattaches": 50, "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5}
-SMOKE = {"keystrokes": 20, "load_terminals": 3, "connects": 3, "memory_terminals": 3,
-         "reattaches": 3, "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1}
+FULL = {"keystrokes": 500, "load_keystrokes": 300, "connects": 20, "reattaches": 50,
+        "bulk_lines": 2_000_000, "probe_keystrokes": 100, "memory_terminals": 100,
+        "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5, "repeat": 1}
+SMOKE = {"keystrokes": 20, "load_keystrokes": 20, "connects": 3, "reattaches": 3,
+         "bulk_lines": 20_000, "probe_keystrokes": 20, "memory_terminals": 3,
+         "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1, "repeat": 1}
+# Lists: terminals printing beside the echo probe; the capacity ladder's steps.
+FULL_STEPS = {"load_steps": [20, 50, 100], "capacity_steps": [100, 500, 1000]}
+SMOKE_STEPS = {"load_steps": [2], "capacity_steps": [3, 6]}
+HELP = {"repeat": "runs of every compared scenario per target, each metric the median; ",
+        "load_keystrokes": "echo probe beside the printing terminals; ",
+        "probe_keystrokes": "echo probe at each capacity step; "}
+TARGET_NAMES = ("termweb", "terminado")
 # The Redis scenarios' termweb: no sweep runs during a measurement.
 NO_SWEEPS = {"TERMWEB_RECONCILE_INTERVAL": "3600"}
+# Descriptors per open terminal in the benchmark process, with room to spare.
+FDS_PER_TERMINAL = 4
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of counts: {text!r}") from None
+    if not steps or any(step < 1 for step in steps) or steps != sorted(set(steps)):
+        raise argparse.ArgumentTypeError(f"counts must be positive and increasing: {text!r}")
+    return steps
+
+
+def _targets(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or any(name not in TARGET_NAMES for name in names):
+        raise argparse.ArgumentTypeError(f"targets are {', '.join(TARGET_NAMES)}: {text!r}")
+    return names
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny counts: checks that it all works")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results",
-                        help="directory for the JSON and Markdown results (default: bench/results/)")
+                        help="directory for the JSON, Markdown and PNG results (default: bench/results/)")
     for name, default in FULL.items():
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None,
-                            help=f"default {default}, smoke {SMOKE[name]}")
+                            help=HELP.get(name, "") + f"default {default}, smoke {SMOKE[name]}")
+    for name, default in FULL_STEPS.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=_steps, default=None,
+                            help=f"comma-separated, increasing; default "
+                                 f"{','.join(map(str, default))}, smoke "
+                                 f"{','.join(map(str, SMOKE_STEPS[name]))}")
+    parser.add_argument("--targets", type=_targets, default=list(TARGET_NAMES),
+                        help="comma-separated: termweb, terminado (default both)")
     parser.add_argument("--only", choices=("gateway", "sessions"), default=None,
-                        help="run one group of scenarios: 'gateway' (echo, load, connect, memory) "
-                             "or 'sessions' (reattach, worker kill, Redis commands)")
-    parser.add_argument("--load-loop", choices=("sleep", "read"), default="sleep",
-                        help="the load terminals' loop: 'sleep' (the issue's: forks a `sleep` per "
-                             "line) or 'read' (the same output from `read -t`, without forking)")
+                        help="run one group of scenarios: 'gateway' (echo, load, connect, bulk "
+                             "output, capacity; termweb's memory by part) or 'sessions' "
+                             "(reconnect; termweb's worker kill and Redis commands)")
+    parser.add_argument("--load-loop", choices=("sleep", "read"), default="read",
+                        help="the load terminals' loop, both printing a line every 50 ms: "
+                             "'read' (default: `read -t`, no fork per line) or 'sleep' (forks a "
+                             "`sleep` per line: 100 such loops saturate 2 cores by themselves, so "
+                             "the probe measures the wait for a CPU, and a step takes minutes)")
     args = parser.parse_args(argv)
-    counts = SMOKE if args.smoke else FULL
+    counts, steps = (SMOKE, SMOKE_STEPS) if args.smoke else (FULL, FULL_STEPS)
     for name in FULL:
         if getattr(args, name) is None:
             setattr(args, name, counts[name])
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in FULL_STEPS:
+        if getattr(args, name) is None:
+            setattr(args, name, steps[name])
     if args.memory_terminals < 2:
         parser.error("--memory-terminals must be at least 2")
+    if args.capacity_steps[0] < 2:
+        parser.error("--capacity-steps must start at 2 or more (the probe terminal is one)")
     return args
+
+
+def raise_fd_limit(terminals: int) -> tuple[int, int]:
+    """Raise this process's soft limit of open descriptors towards the hard
+    limit, for ``terminals`` held open; the servers started later inherit it.
+    Returns (soft, hard) now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1024 + FDS_PER_TERMINAL * terminals
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    return soft, hard
 
 
 def _version(package: str) -> str:
@@ -78,7 +146,7 @@ def context() -> dict:
     return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
             "python": platform.python_version(), "gevent": _version("gevent"),
             "gunicorn": _version("gunicorn"), "websocket_client": _version("websocket-client"),
-            "tmux": tmux}
+            "terminado": _version("terminado"), "tornado": _version("tornado"), "tmux": tmux}
 
 
 _STARTED = time.monotonic()
@@ -88,8 +156,9 @@ def _log(message: str) -> None:
     print(f"[bench {time.monotonic() - _STARTED:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def cpu_sampler(server: TermwebServer):
-    """A function returning CPU seconds used so far by the server's process groups."""
+def cpu_sampler(server) -> Callable[[], dict]:
+    """A function returning CPU seconds used so far by the server's process groups
+    (as they are now: call it once the terminals to count are open)."""
     groups = server.process_groups()
     groups.pop("shells")  # thousands of short-lived `sleep`s: counted in the machine total
 
@@ -98,6 +167,13 @@ def cpu_sampler(server: TermwebServer):
         out = {name: sum(procs.cpu_seconds(pid) for pid in pids) for name, pids in groups.items()}
         return {**out, "machine_busy": busy, "machine_total": total, "time": time.monotonic()}
     return sample
+
+
+def server_cpu_seconds(server) -> float:
+    """CPU seconds so far of the server's processes now alive, shells excluded."""
+    groups = server.process_groups()
+    groups.pop("shells")
+    return sum(procs.cpu_seconds(pid) for pids in groups.values() for pid in set(pids))
 
 
 def cpu_percentages(before: dict, after: dict) -> dict:
@@ -111,64 +187,224 @@ def cpu_percentages(before: dict, after: dict) -> dict:
     return out
 
 
+# -- the targets --------------------------------------------------------------------------
+
+class Target(NamedTuple):
+    """A server to measure: ``server(terminals=None)`` makes a fresh one (a
+    context manager with base_url and process_groups()) ready for that many
+    terminals; ``connect`` is its client class."""
+    name: str
+    server: Callable
+    connect: Callable
+
+
+def _termweb_server(shell: str, terminals: int | None = None) -> TermwebServer:
+    env = {"TERMWEB_SHELL": shell}
+    if terminals:  # the defaults (500 terminals, 1000 connections) would refuse the ladder
+        env |= {"TERMWEB_MAX_TERMINALS": str(terminals + 100),
+                "TERMWEB_WORKER_CONNECTIONS": str(terminals + 200)}
+    return TermwebServer(env)
+
+
+def _terminado_server(shell: str, terminals: int | None = None):
+    from .peer import TerminadoServer
+    return TerminadoServer(shell=shell, max_terminals=max(2000, (terminals or 0) + 100))
+
+
+def make_target(name: str, shell: str) -> Target:
+    """termweb or terminado, running ``shell`` in every terminal."""
+    if name == "termweb":
+        return Target("termweb", functools.partial(_termweb_server, shell), TermClient)
+    from .peer import TerminadoClient
+    return Target("terminado", functools.partial(_terminado_server, shell), TerminadoClient)
+
+
+# -- the compared scenarios: each (args, target) -> (metrics, details, notes) ---------------
+
+def echo_idle(args, target: Target):
+    with target.server() as server:
+        idle = scenarios.echo_latency(server.base_url, args.keystrokes, target.connect)
+    return report.summary(idle["samples_ms"], "echo_idle"), {"echo_idle": idle}, []
+
+
+def echo_load(args, target: Target):
+    metrics, details, notes = {}, {}, []
+    for count in args.load_steps:
+        with target.server() as server:
+            loaded = scenarios.echo_under_load(
+                server.base_url, args.load_keystrokes, count, args.load_loop, target.connect,
+                sample=cpu_sampler(server))
+        metrics.update(report.summary(loaded["samples_ms"], f"echo_load{count}"))
+        metrics[f"load{count}_lines_per_s"] = loaded["load"]["lines_per_s"]
+        cpu = cpu_percentages(loaded.pop("cpu_before"), loaded.pop("cpu_after"))
+        loaded["cpu_during_probe"] = cpu
+        details[f"echo_load{count}"] = loaded
+        parts = ", ".join(f"{name.removesuffix('_pct_of_core').replace('_', ' ')} {value:.0f}%"
+                          for name, value in cpu.items() if name.endswith("_pct_of_core"))
+        notes.append(f"{count} terminals printing: CPU during the probe, in % of a core: {parts}; "
+                     f"machine {cpu['machine_busy_pct']:.0f}% busy (all cores); "
+                     f"{loaded['load']['lines_per_s_per_terminal']:.1f} lines/s per terminal")
+        if cpu["machine_busy_pct"] > 90:
+            notes.append(f"**Warning:** the CPU was saturated during the probe beside {count} "
+                         "printing terminals: that latency is mostly waiting for a core")
+    return metrics, details, notes
+
+
+def connect_to_prompt(args, target: Target):
+    with target.server() as server:
+        connected = scenarios.connect_to_prompt(server.base_url, args.connects, target.connect)
+    metrics = {}
+    for key, samples in (("connect", connected["samples_ms"]), ("connect_ready", connected["ready_ms"]),
+                         ("connect_reattach", connected["reattach_ms"])):
+        metrics.update(report.summary(samples, key, (50, 95), maximum=False))
+    metrics["connect_cold_ms"] = connected["cold_ms"]
+    return metrics, {"connect": connected}, []
+
+
+def bulk(args, target: Target):
+    with target.server() as server:
+        out = scenarios.bulk_output(server.base_url, args.bulk_lines, target.connect,
+                                    server_cpu=lambda: server_cpu_seconds(server))
+    metrics = {"bulk_wall_s": out["wall_s"], "bulk_received_mb": out["bytes"] / 2**20,
+               "bulk_server_cpu_s": out["server_cpu_s"]}
+    note = (f"`seq 1 {out['lines']}` prints {out['printed_bytes'] / 2**20:.1f} MB; the client "
+            f"received {out['bytes'] / 2**20:.1f} MB in {out['wall_s']:.2f} s")
+    return metrics, {"bulk": out}, [note]
+
+
+def capacity(args, target: Target):
+    with target.server(terminals=args.capacity_steps[-1]) as server:
+        out = scenarios.capacity(
+            server.base_url, args.capacity_steps,
+            lambda: procs.memory_by_group(server.process_groups()), target.connect,
+            probe_keystrokes=args.probe_keystrokes, settle=0.5 if args.smoke else 2.0,
+            step_timeout=30.0 if args.smoke else 150.0)
+    metrics = {"capacity_open": max((step["open"] for step in out["steps"]), default=0)}
+    for step in out["steps"]:
+        n = step["step"]
+        metrics |= {f"capacity{n}_pss_per_terminal_mb": step["pss_per_terminal_mb"],
+                    f"capacity{n}_rss_per_terminal_mb": step["rss_per_terminal_mb"],
+                    f"capacity{n}_failures": step["failures"],
+                    f"capacity{n}_open_s": step["open_s"],
+                    f"capacity{n}_echo_p99_ms": step["echo_p99_ms"]}
+    notes = [f"capacity ladder stopped: {out['stopped']}"] if out["stopped"] else []
+    return metrics, {"capacity": out}, notes
+
+
+def reconnect(args, target: Target):
+    notes = []
+    with target.server() as server:
+        breakdown, history_frame = None, target.name == "termweb"
+        if target.name == "termweb":
+            tmux = TmuxServer(server.tmux_socket, "/bin/bash")
+            cols, rows = 120, 30  # TermClient's default size
+
+            def breakdown(session: str) -> dict:
+                return direct.reattach_steps(tmux, session, min(args.reattaches, 20), cols, rows,
+                                             scenarios.SCREEN_MARK)
+        out = scenarios.reattach_latency(server.base_url, args.reattaches, target.connect,
+                                         breakdown=breakdown, history_frame=history_frame)
+    metrics = report.summary(out["samples_ms"], "reattach", (50, 95))
+    metrics |= report.summary(out["ready_ms"], "reattach_ready", (50, 95), maximum=False)
+    metrics["reattach_history_bytes"] = max(out["history_bytes"])
+    p50 = {key: report.percentile(out[key], 50)
+           for key in ("upgrade_ms", "ready_ms", "history_ms", "first_redraw_ms", "samples_ms")}
+    if history_frame:
+        steps = out["breakdown"]
+        notes.append(
+            f"Reconnect, p50 from the drop: upgrade {p50['upgrade_ms']:.1f} ms, `ready` "
+            f"{p50['ready_ms']:.1f} ms, history frame {p50['history_ms']:.1f} ms, first redraw frame "
+            f"{p50['first_redraw_ms']:.1f} ms, marker on screen {p50['samples_ms']:.1f} ms. The same "
+            f"steps run directly (medians of {steps['rounds']}): `tmux capture-pane` "
+            f"{steps['capture_ms']:.1f} ms, spawning `tmux attach` on a pty {steps['spawn_ms']:.1f} ms, "
+            f"spawn to marker on screen {steps['attach_to_screen_ms']:.1f} ms")
+    else:
+        notes.append(
+            f"Reconnect, p50 from the drop: upgrade {p50['upgrade_ms']:.1f} ms, `setup` "
+            f"{p50['ready_ms']:.1f} ms, marker in the replayed buffer {p50['samples_ms']:.1f} ms "
+            "(terminado replays its last output, it does not redraw a screen: see "
+            "scenarios.reattach_latency; tornado leaves TCP_NODELAY off, so a replay sent right "
+            "behind `setup` can wait ~40 ms for the client's delayed ACK)")
+    return metrics, {"reattach": out}, notes
+
+
+# (group, label, function): in this order, each for every target in turn.
+COMPARED = [
+    ("gateway", "echo latency, idle", echo_idle),
+    ("gateway", "echo latency beside printing terminals", echo_load),
+    ("gateway", "connect to first prompt, new and reattached", connect_to_prompt),
+    ("gateway", "bulk output", bulk),
+    ("gateway", "capacity ladder", capacity),
+    ("sessions", "reconnect after a dropped connection", reconnect),
+]
+
+
 def run(args) -> dict:
-    results: dict = {"parameters": {name: getattr(args, name) for name in FULL}
-                     | {"smoke": args.smoke, "load_loop": args.load_loop, "only": args.only},
-                     "context": context(), "metrics": {}, "details": {}, "notes": []}
+    results: dict = {"parameters": {name: getattr(args, name) for name in [*FULL, *FULL_STEPS]}
+                     | {"smoke": args.smoke, "load_loop": args.load_loop, "only": args.only,
+                        "targets": args.targets},
+                     "context": context(), "targets": args.targets, "metrics": {}, "details": {},
+                     "notes": [], "repeats": {}}
     ctx = results["context"]
+    ctx["fd_limit"] = raise_fd_limit(max(args.capacity_steps[-1], args.memory_terminals))
     ctx["loadavg_before"] = os.getloadavg()
     ctx["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     started = time.monotonic()
-    if args.only != "sessions":
-        gateway_core(args, results)
-    if args.only != "gateway":
-        sessions_that_survive(args, results)
+    # Both targets run bash without rc files: this machine's root bash forks
+    # pyenv at every prompt (server.rc_free_shell), which would dominate the
+    # connect times and the capacity ladder's start-up instead of the servers.
+    with rc_free_shell() as shell:
+        compare(args, [make_target(name, shell) for name in args.targets], results)
+    if "termweb" in args.targets:
+        ours, details = results["metrics"]["termweb"], results["details"]["termweb"]
+        if args.only != "sessions":
+            termweb_memory(args, ours, details, results["notes"])
+        if args.only != "gateway":
+            termweb_sessions(args, ours, details, results["notes"])
+    results["ratios"] = report.ratios(results)
     ctx["loadavg_after"] = os.getloadavg()
     results["duration_s"] = time.monotonic() - started
     return results
 
 
-def gateway_core(args, results: dict) -> None:
-    """Issue #2's scenarios: keystroke echo, idle and under load; connect; memory."""
-    metrics, details = results["metrics"], results["details"]
+def compare(args, targets: list[Target], results: dict) -> None:
+    """Every compared scenario, for each target in turn (``--repeat`` times):
+    each metric is the median of its runs; details are the last run's."""
+    runs: dict[str, list[dict]] = {target.name: [] for target in targets}
+    for target in targets:
+        results["details"][target.name] = {}
+    for repeat in range(args.repeat):
+        metrics = {target.name: {} for target in targets}
+        for group, label, scenario in COMPARED:
+            if args.only not in (None, group):
+                continue
+            for target in targets:
+                _log(f"{target.name}: {label}" + (f" (run {repeat + 1} of {args.repeat})"
+                                                  if args.repeat > 1 else ""))
+                values, details, notes = scenario(args, target)
+                metrics[target.name].update(values)
+                results["details"][target.name].update(details)  # the last run's
+                if repeat == args.repeat - 1:
+                    results["notes"].extend(f"{target.name}: {note}" for note in notes)
+        for target in targets:
+            runs[target.name].append(metrics[target.name])
+    for name, values in runs.items():
+        results["metrics"][name] = median_metrics(values)
+        if args.repeat > 1:
+            results["repeats"][name] = values
 
-    _log(f"echo latency, idle: {args.keystrokes} keystrokes")
-    with TermwebServer() as server:
-        idle = scenarios.echo_latency(server.base_url, args.keystrokes)
-    metrics.update(report.summary(idle["samples_ms"], "echo_idle"))
-    details["echo_idle"] = idle
 
-    _log(f"echo latency under load: {args.load_terminals} load terminals")
-    with TermwebServer() as server:
-        loaded = scenarios.echo_under_load(server.base_url, args.keystrokes, args.load_terminals,
-                                           args.load_loop, sample=cpu_sampler(server))
-    metrics.update(report.summary(loaded["samples_ms"], "echo_load"))
-    metrics["load_lines_per_s"] = loaded["load"]["lines_per_s"]
-    loaded["cpu_during_probe"] = cpu_percentages(loaded.pop("cpu_before"), loaded.pop("cpu_after"))
-    details["echo_load"] = loaded
-    cpu = loaded["cpu_during_probe"]
-    results["notes"].append(
-        f"CPU during the loaded probe: gunicorn {cpu['gunicorn_pct_of_core']:.0f}% of a core, "
-        f"tmux server {cpu['tmux_server_pct_of_core']:.0f}%, attach clients "
-        f"{cpu['attach_clients_pct_of_core']:.0f}%; machine {cpu['machine_busy_pct']:.0f}% busy "
-        f"(all cores); load printed {loaded['load']['lines_per_s_per_terminal']:.1f} lines/s per terminal "
-        f"(`{args.load_loop}` loop)")
-    if cpu["machine_busy_pct"] > 90:
-        results["notes"].append(
-            "**Warning:** the CPU was saturated during the loaded probe, so its latency is mostly "
-            "time spent waiting for a core, not work in the server"
-            + (" (the `sleep` loop forks ~20 processes/s per terminal; try --load-loop read)"
-               if args.load_loop == "sleep" else ""))
+def median_metrics(runs: list[dict]) -> dict:
+    """Each metric's median over the runs that have it."""
+    keys = dict.fromkeys(key for values in runs for key in values)
+    return {key: statistics.median(values[key] for values in runs if key in values) for key in keys}
 
-    _log(f"connect to first prompt: {args.connects} connects")
-    with TermwebServer() as server:
-        connected = scenarios.connect_to_prompt(server.base_url, args.connects)
-    for key, samples in (("connect", connected["samples_ms"]), ("connect_ready", connected["ready_ms"])):
-        metrics.update(report.summary(samples, key, (50, 95), maximum=False))
-    metrics["connect_cold_ms"] = connected["cold_ms"]
-    details["connect"] = connected
 
-    _log(f"memory: 1 terminal, then {args.memory_terminals}")
+# -- termweb's own scenarios: no counterpart in terminado -----------------------------------
+
+def termweb_memory(args, metrics: dict, details: dict, notes: list[str]) -> None:
+    """Issue #2's memory per terminal, by part (gunicorn, attach clients, tmux, shells)."""
+    _log(f"termweb: memory, 1 terminal, then {args.memory_terminals}")
     with TermwebServer() as server:
         memory = scenarios.memory_per_terminal(
             server.base_url, args.memory_terminals,
@@ -183,7 +419,7 @@ def gateway_core(args, results: dict) -> None:
         "memory_rss_total_n_mb": memory["many"]["total"]["rss_mb"],
     })
     details["memory"] = memory
-    results["notes"].append("PSS per terminal by part: " + ", ".join(
+    notes.append("termweb: PSS per terminal by part: " + ", ".join(
         f"{group} {values['pss_mb']:.2f} MB" for group, values in memory["per_terminal"].items()
         if group != "total"))
 
@@ -192,35 +428,9 @@ def redis_env(redis: RedisServer, **settings: str) -> dict[str, str]:
     return {"TERMWEB_REDIS_URL": redis.url, "TERMWEB_REDIS_PREFIX": "bench:", **settings}
 
 
-def sessions_that_survive(args, results: dict) -> None:
-    """Issue #3's scenarios: reattach, a killed worker, Redis commands per keystroke."""
-    metrics, details = results["metrics"], results["details"]
-
-    _log(f"reattach a dropped connection: {args.reattaches} times")
-    with TermwebServer() as server:
-        tmux = TmuxServer(server.tmux_socket, "/bin/bash")
-        cols, rows = 120, 30  # TermClient's default size
-
-        def breakdown(session: str) -> dict:
-            return direct.reattach_steps(tmux, session, min(args.reattaches, 20), cols, rows,
-                                         scenarios.SCREEN_MARK)
-        reattach = scenarios.reattach_latency(server.base_url, args.reattaches, breakdown=breakdown)
-    metrics.update(report.summary(reattach["samples_ms"], "reattach", (50, 95)))
-    metrics.update(report.summary(reattach["ready_ms"], "reattach_ready", (50, 95), maximum=False))
-    metrics["reattach_history_bytes"] = max(reattach["history_bytes"])
-    details["reattach"] = reattach
-    p50 = {key: report.percentile(reattach[key], 50)
-           for key in ("upgrade_ms", "ready_ms", "history_ms", "first_redraw_ms", "samples_ms")}
-    steps = reattach["breakdown"]
-    results["notes"].append(
-        f"Reattach, p50 from the drop: upgrade {p50['upgrade_ms']:.1f} ms, `ready` "
-        f"{p50['ready_ms']:.1f} ms, history frame {p50['history_ms']:.1f} ms, first redraw frame "
-        f"{p50['first_redraw_ms']:.1f} ms, marker on screen {p50['samples_ms']:.1f} ms. The same "
-        f"steps run directly (medians of {steps['rounds']}): `tmux capture-pane` "
-        f"{steps['capture_ms']:.1f} ms, spawning `tmux attach` on a pty {steps['spawn_ms']:.1f} ms, "
-        f"spawn to marker on screen {steps['attach_to_screen_ms']:.1f} ms")
-
-    _log(f"kill -9 of a worker serving {args.kill_sessions} live terminals")
+def termweb_sessions(args, metrics: dict, details: dict, notes: list[str]) -> None:
+    """Issue #3's scenarios without a counterpart: a killed worker, Redis commands per keystroke."""
+    _log(f"termweb: kill -9 of a worker serving {args.kill_sessions} live terminals")
     # Every terminal prints a prompt after its echo: with rc-free shells, so
     # that this machine's prompt hook (see server.rc_free_shell) is not measured.
     with RedisServer() as redis, rc_free_shell() as shell, TermwebServer(
@@ -233,14 +443,15 @@ def sessions_that_survive(args, results: dict) -> None:
     metrics["kill_total_ms"] = killed["total_ms"]
     metrics.update(report.summary(killed["samples_ms"], "kill", (50, 95), maximum=False))
     details["kill"] = killed
-    results["notes"].append(
-        f"Worker kill: {killed['affected']} of {killed['opened']} terminals opened were on the "
-        f"killed worker; after the kill, `ready` p50 {report.percentile(killed['ready_ms'], 50):.0f} ms, "
-        f"drop noticed p50 {report.percentile(killed['dropped_ms'], 50):.1f} ms, "
+    notes.append(
+        f"termweb: worker kill: {killed['affected']} of {killed['opened']} terminals opened were on "
+        f"the killed worker; after the kill, `ready` p50 "
+        f"{report.percentile(killed['ready_ms'], 50):.0f} ms, drop noticed p50 "
+        f"{report.percentile(killed['dropped_ms'], 50):.1f} ms, "
         f"{max(killed['attempts'])} connect attempts at most; reattached on: "
         + ", ".join(f"{where} {count}" for where, count in sorted(killed["landed_on"].items())))
 
-    _log(f"Redis commands per keystroke: {args.redis_keystrokes} keystrokes, "
+    _log(f"termweb: Redis commands per keystroke: {args.redis_keystrokes} keystrokes, "
          f"{args.redis_cycles} connect cycles")
     with RedisServer() as redis, TermwebServer(redis_env(redis, **NO_SWEEPS)) as server:
         ops = scenarios.redis_operations(server.base_url, args.redis_keystrokes, args.redis_cycles,
@@ -248,7 +459,7 @@ def sessions_that_survive(args, results: dict) -> None:
     metrics.update({f"redis_ops_per_{step}": ops[f"per_{step}"]
                     for step in ("keystroke", "connect", "reattach", "disconnect")})
     details["redis"] = ops
-    results["notes"].append("Redis commands by step (script-internal ones included): " + "; ".join(
+    notes.append("termweb: Redis commands by step (script-internal ones included): " + "; ".join(
         f"{step}: " + ", ".join(f"{name} {calls:g}" for name, calls in sorted(ops[f"{step}_calls"].items()))
         for step in ("connect", "reattach", "disconnect")))
 
@@ -269,9 +480,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    json_path, md_path = report.write(results, args.out, stamp)
+    paths = report.write(results, args.out, stamp)
     print(report.markdown(results))
-    _log(f"wrote {json_path} and {md_path}")
+    _log("wrote " + ", ".join(map(str, paths)))
     return 0
 
 

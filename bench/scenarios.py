@@ -11,12 +11,14 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import websocket
 
 from . import load
 from .client import Closed, TermClient, drain, visible, wait_for_prompt
+from .report import percentile
 from .server import BenchError
 
 # Letters and digits only: nothing readline or history expansion treats specially.
@@ -39,13 +41,20 @@ def _log(message: str) -> None:
 
 
 def _discard_pending(*terms) -> None:
-    """Read whatever is already waiting (answering pings), without waiting for more."""
+    """Read whatever is already waiting (answering pings), without waiting for more.
+
+    poll, not select: the capacity scenario holds descriptors past FD_SETSIZE.
+    """
+    poller, by_fd = select.poll(), {}
+    for term in terms:
+        by_fd[term.fileno()] = term
+        poller.register(term.fileno(), select.POLLIN)
     for _ in range(1000):
-        ready = select.select(terms, [], [], 0)[0]
+        ready = poller.poll(0)
         if not ready:
             return
-        for term in ready:
-            term.recv_output(1.0)
+        for fd, _ in ready:
+            by_fd[fd].recv_output(1.0)
 
 
 def _echo_once(term, char: bytes) -> float:
@@ -122,7 +131,7 @@ def echo_under_load(base_url: str, keystrokes: int, load_terminals: int, loop: s
     """
     ctx = multiprocessing.get_context("spawn")
     ours, theirs = ctx.Pipe()
-    worker = ctx.Process(target=load.main, args=(theirs, base_url, load_terminals, loop),
+    worker = ctx.Process(target=load.main, args=(theirs, base_url, load_terminals, loop, connect),
                          daemon=True)
     worker.start()
     stopped = False
@@ -164,13 +173,20 @@ def echo_under_load(base_url: str, keystrokes: int, load_terminals: int, loop: s
 
 
 def connect_to_prompt(base_url: str, connects: int, connect: Callable = TermClient) -> dict:
-    """Scenario 3: from starting the handshake to the first complete prompt, ``connects`` times.
+    """Scenario 3: from starting the handshake to the first complete prompt, ``connects`` times
+    for a new terminal, then ``connects`` times for an existing one (reattach).
 
     The prompt is detected by client.wait_for_prompt: the visible text ends
     with a prompt character and the terminal then stays quiet for 0.3 s; the
     time taken is that frame's arrival, not the end of the quiet period.
     One more connect comes first, on the still cold server: it is reported
     as ``cold_ms``, outside the samples.
+
+    Reattach: one terminal at its prompt is closed as a page closes it (close
+    frame, then SETTLE s for the server to count it out) and opened again by
+    its session id; the clock runs from the new handshake to the prompt in
+    what the server sends back (termweb: its history, then tmux's redraw;
+    terminado: its replayed output buffer).
     """
     samples, ready = [], []
     for _ in range(connects + 1):  # the first, on a cold server, is reported apart
@@ -183,7 +199,18 @@ def connect_to_prompt(base_url: str, connects: int, connect: Callable = TermClie
         finally:
             term.end()
         time.sleep(0.1)
-    return {"samples_ms": samples[1:], "ready_ms": ready[1:],
+    reattach = []
+    term = connect(base_url)
+    try:
+        wait_for_prompt(term)
+        for _ in range(connects):
+            _close_and_wait(term)
+            start = time.perf_counter()
+            term = connect(base_url, session=term.session_id)
+            reattach.append((wait_for_prompt(term) - start) * 1000)
+    finally:
+        term.end()
+    return {"samples_ms": samples[1:], "ready_ms": ready[1:], "reattach_ms": reattach,
             "cold_ms": samples[0], "cold_ready_ms": ready[0] if ready else None}
 
 
@@ -224,7 +251,8 @@ def memory_per_terminal(base_url: str, terminals: int, measure: Callable[[], dic
 
 
 def reattach_latency(base_url: str, reattaches: int, connect: Callable = TermClient,
-                     breakdown: Callable[[str], dict] | None = None) -> dict:
+                     breakdown: Callable[[str], dict] | None = None,
+                     history_frame: bool = True) -> dict:
     """Scenario 5: a dropped connection, reattached until its screen is back, ``reattaches`` times.
 
     One terminal runs ``seq 1 200; echo SCREEN-MARK-$((6*7))``: 200 numbered
@@ -242,6 +270,16 @@ def reattach_latency(base_url: str, reattaches: int, connect: Callable = TermCli
     the upgrade (HTTP 101), ``ready``, the history frame, and the redraw's
     first frame. ``breakdown(session_id)``, if given, times termweb's steps
     directly against its tmux (bench.direct) once the rounds are done.
+
+    ``history_frame=False`` is for a server without termweb's protocol
+    (terminado): after a reconnect it replays its own buffer of the
+    terminal's recent output, marker included, and redraws nothing. There,
+    **screen restored** is the arrival of the frame completing the marker in
+    the visible text of everything after the reconnect, i.e. in the replay;
+    ``history_ms`` and ``first_redraw_ms`` are then both the first output
+    frame. The two are not the same act: termweb's screen is tmux's actual
+    screen (whatever ran while no one watched), terminado's the bytes it
+    kept, which a full-screen program's state may not survive.
     """
     term = connect(base_url)
     session = term.session_id
@@ -258,22 +296,26 @@ def reattach_latency(base_url: str, reattaches: int, connect: Callable = TermCli
             start = time.perf_counter()
             term = connect(base_url, session=session)
             deadline = start + RESTORE_TIMEOUT
-            if term.ready.get("created") or not term.ready.get("restored"):
-                raise BenchError(f"the reattach restored no history: {term.ready}")
-            history = b""
-            while not history:  # b"" is a ping or a text frame
-                history = term.recv_output(deadline - time.perf_counter())
-                if history is None:
-                    raise BenchError("no history frame after ready")
-            history_at = time.perf_counter()
-            if SCREEN_MARK in visible(history):
-                raise BenchError("the screen's marker is in the history: it proves nothing there")
-            first, done = _read_until(term, SCREEN_MARK, deadline)
+            if history_frame:  # terminado does not say; a shell made anew would time out below
+                if term.ready.get("created") or not term.ready.get("restored"):
+                    raise BenchError(f"the reattach restored no history: {term.ready}")
+                history = b""
+                while not history:  # b"" is a ping or a text frame
+                    history = term.recv_output(deadline - time.perf_counter())
+                    if history is None:
+                        raise BenchError("no history frame after ready")
+                history_at = time.perf_counter()
+                if SCREEN_MARK in visible(history):
+                    raise BenchError("the screen's marker is in the history: it proves nothing there")
+                first, done = _read_until(term, SCREEN_MARK, deadline)
+            else:
+                first, done = _read_until(term, SCREEN_MARK, deadline)
+                history_at = first
             for key, at in (("samples_ms", done), ("upgrade_ms", term.opened_at),
                             ("ready_ms", term.ready_at), ("history_ms", history_at),
                             ("first_redraw_ms", first)):
                 times[key].append((at - start) * 1000)
-            restored.append(term.ready["restored"])
+            restored.append(term.ready.get("restored", 0))
             drain(term, quiet=0.05)  # the rest of the redraw; the prompt
         steps = breakdown(session) if breakdown else None
     finally:
@@ -470,3 +512,139 @@ def redis_operations(base_url: str, keystrokes: int, cycles: int,
             **{f"per_{step}": sum(steps[step].values()) / per[step] for step in steps},
             **{f"{step}_calls": {name: calls / per[step] for name, calls in steps[step].items()}
                for step in steps}}
+
+
+# Bulk output: the marker is printed, not typed (the command line reads `$((6*7))`).
+BULK_MARK = b"BULK-DONE-42"
+
+
+def bulk_output(base_url: str, lines: int, connect: Callable = TermClient,
+                server_cpu: Callable[[], float] | None = None) -> dict:
+    """Scenario 8: ``seq 1 <lines>; echo BULK-DONE-$((6*7))`` until the marker is back.
+
+    The clock runs from sending the command to the arrival of the frame that
+    completes ``BULK-DONE-42`` in the visible output (the prompt follows it in
+    the same burst). ``bytes`` counts the terminal output the client received
+    (frame payloads; terminado's are JSON strings on the wire, counted here as
+    the text they carry). tmux keeps a screen, not a stream: it may skip
+    output a client could not have read in time and redraw instead, so
+    termweb can deliver fewer bytes than ``seq`` printed. ``server_cpu()``,
+    if given, returns the server's CPU seconds so far (shells excluded); the
+    difference over the run is reported.
+    """
+    term = connect(base_url)
+    try:
+        wait_for_prompt(term)
+        cpu_before = server_cpu() if server_cpu else None
+        start = time.perf_counter()
+        term.send_keys(b"seq 1 %d; echo BULK-DONE-$((6*7))\r" % lines)
+        deadline = start + 60 + lines / 10_000
+        received, tail = 0, b""
+        while True:
+            data = term.recv_output(deadline - time.perf_counter())
+            if data is None:
+                raise TimeoutError(f"no {BULK_MARK!r} within {deadline - start:.0f} s "
+                                   f"({received} bytes received)")
+            received += len(data)
+            tail = (tail + data)[-8192:]  # whole escapes: the marker cannot hide behind one
+            if data and BULK_MARK in visible(tail):
+                done = time.perf_counter()
+                break
+        cpu_after = server_cpu() if server_cpu else None
+        drain(term, quiet=0.2, limit=5.0)  # the prompt; whatever tmux still redraws
+    finally:
+        term.end()
+    return {"lines": lines, "wall_s": done - start, "bytes": received,
+            "printed_bytes": sum(len(str(i)) + 1 for i in range(1, lines + 1)),
+            "server_cpu_s": (cpu_after - cpu_before) if server_cpu else None}
+
+
+def _try_connect(connect: Callable, base_url: str):
+    """(client, None) or (None, the error's name) for one new terminal."""
+    try:
+        return connect(base_url), None
+    except CONNECT_ERRORS as exc:
+        return None, type(exc).__name__
+
+
+def capacity(base_url: str, steps: list[int], measure: Callable[[], dict],
+             connect: Callable = TermClient, probe_keystrokes: int = 100, batch: int = 50,
+             threads: int = 10, step_timeout: float = 120.0, settle: float = 2.0,
+             max_failures: float = 0.05) -> dict:
+    """Scenario 9: idle terminals opened step by step up to each of ``steps``.
+
+    One probe terminal opens first and stays at its prompt; ``measure()``
+    (memory of the server's processes, as in memory_per_terminal) is read
+    with it alone. Then, for each step, new terminals connect in batches of
+    ``batch`` (``threads`` handshakes at a time; all held open, their pings
+    answered between batches) until ``step`` are open counting the probe.
+    After ``settle`` s (shells reach their prompts) the step reports: memory
+    per terminal (``(now - probe alone) / (open - 1)``), the connect failures
+    of the step, the time it took, and the probe's echo p50/p99 over
+    ``probe_keystrokes`` keystrokes. Bounded: a step stops at
+    ``step_timeout`` s or when its failures pass ``max_failures`` of the
+    terminals it had to open; the ladder then ends there, and ``stopped``
+    says why.
+    """
+    held: list = []
+    out: list[dict] = []
+    stopped = None
+    try:
+        probe = connect(base_url)
+        held.append(probe)
+        wait_for_prompt(probe)
+        time.sleep(settle)
+        base = measure()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for step in steps:
+                started = time.perf_counter()
+                wanted, failures, errors = step - len(held), 0, Counter()
+                while len(held) < step:
+                    if time.perf_counter() - started > step_timeout:
+                        stopped = f"step {step}: only {len(held)} open after {step_timeout:.0f} s"
+                        break
+                    if failures > max(2, max_failures * wanted):
+                        stopped = f"step {step}: {failures} connect failures ({dict(errors)})"
+                        break
+                    count = min(batch, step - len(held))
+                    for term, error in pool.map(lambda _: _try_connect(connect, base_url),
+                                                range(count)):
+                        if term is not None:
+                            held.append(term)
+                        else:
+                            failures += 1
+                            errors[error] += 1
+                    _discard_pending(*held)
+                opened_s = time.perf_counter() - started
+                settle_until = time.perf_counter() + settle
+                while time.perf_counter() < settle_until:
+                    _discard_pending(*held)
+                    time.sleep(0.1)
+                memory = measure()
+                samples = echo_probe(probe, probe_keystrokes, warmup=5)
+                _discard_pending(*held)
+                open_now = len(held)
+                per = {key: (memory["total"][key] - base["total"][key]) / max(1, open_now - 1)
+                       for key in ("pss_mb", "rss_mb")}
+                out.append({"step": step, "open": open_now, "failures": failures,
+                            "errors": dict(errors), "open_s": opened_s,
+                            "pss_per_terminal_mb": per["pss_mb"],
+                            "rss_per_terminal_mb": per["rss_mb"], "memory": memory,
+                            "echo_p50_ms": percentile(samples, 50),
+                            "echo_p99_ms": percentile(samples, 99), "echo_samples_ms": samples})
+                _log(f"capacity: {open_now} open ({failures} failures) in {opened_s:.1f} s, "
+                     f"{per['pss_mb']:.2f} MB PSS each, echo p99 {out[-1]['echo_p99_ms']:.2f} ms")
+                if stopped:
+                    break
+    finally:
+        for term in held:
+            try:
+                term.send_keys(b"\x15exit\r")
+            except Exception:
+                pass
+        for term in held:
+            try:
+                term.close()
+            except Exception:
+                pass
+    return {"base": base, "steps": out, "stopped": stopped}
