@@ -84,6 +84,24 @@ class TermClient:
         """The next output bytes; b"" for a frame that is not output; None after ``timeout``."""
         if timeout <= 0:
             return None
+        frame = self._recv_frame(timeout)
+        if frame is None:
+            return None
+        opcode, data = frame
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            return data
+        if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
+            return b""
+        message = json.loads(data)
+        if message.get("type") == "output":
+            return message["payload"].encode()
+        if message.get("type") == "control" and message.get("payload", {}).get("action") == "exit":
+            raise Closed("the shell exited")
+        return b""
+
+    def _recv_frame(self, timeout: float) -> tuple[int, bytes] | None:
+        """The next frame as (opcode, data); None after ``timeout``; Closed
+        when the socket closes or a close frame comes."""
         if timeout != self._timeout:  # settimeout costs syscalls: only when it changes
             self.ws.settimeout(timeout)
             self._timeout = timeout
@@ -95,18 +113,9 @@ class TermClient:
             return None
         except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError) as exc:
             raise Closed(str(exc)) from None
-        if opcode == websocket.ABNF.OPCODE_BINARY:
-            return data
-        if opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):
-            return b""
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise Closed(f"close frame {data[:2].hex()} {data[2:]!r}")
-        message = json.loads(data)
-        if message.get("type") == "output":
-            return message["payload"].encode()
-        if message.get("type") == "control" and message.get("payload", {}).get("action") == "exit":
-            raise Closed("the shell exited")
-        return b""
+        return opcode, data
 
     def end(self, timeout: float = 2.0) -> None:
         """Exit the shell (so no session is left behind), wait briefly for the close, close."""

@@ -29,17 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import secrets
 import select
-import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import websocket
 
@@ -47,10 +42,8 @@ from termweb.tmux import clean_environment
 
 from . import procs
 from .client import NODELAY, Closed, TermClient
-from .server import ROOT, BenchError, _python, free_port
+from .server import ROOT, BenchError, LoggedServer, _python, free_port
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 REAPED_TIMEOUT = 5.0     # for SIGKILLed leftovers to be gone
 # On a reattach, how long to wait after ``setup`` for the replay's first
 # bytes. terminado writes both in one callback, but without TCP_NODELAY
@@ -61,7 +54,7 @@ REPLAY_WAIT = 0.5
 NAME = re.compile(r"\w+", re.ASCII)
 
 
-class TerminadoServer:
+class TerminadoServer(LoggedServer):
     """Jupyter's terminado: a tornado app with a NamedTermManager running the
     shell, as a subprocess of its own on a free 127.0.0.1 port. Use as a
     context manager."""
@@ -77,6 +70,7 @@ class TerminadoServer:
         does. Off by default, as in terminado and Jupyter Server: Nagle's
         algorithm then holds a small frame sent while another is unacknowledged.
         """
+        super().__init__()
         self.shell = shell
         self.nodelay = nodelay
         self.port = free_port()
@@ -84,7 +78,6 @@ class TerminadoServer:
         self.extra_env = extra_env or {}
         self.max_terminals = max_terminals
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="terminado-bench-", suffix=".log", delete=False)
 
     # -- life cycle
     def start(self) -> "TerminadoServer":
@@ -98,21 +91,14 @@ class TerminadoServer:
             # Out of the terminal's process group: a Ctrl-C reaches only the
             # benchmark, which then stops the server itself.
             start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while self._health() is None:
-            if self.process.poll() is not None:
-                raise BenchError(f"terminado exited with {self.process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"terminado did not answer /healthz within {START_TIMEOUT:.0f} s:\n"
-                                 f"{self.log_tail()}")
-            time.sleep(0.05)
+        self._wait_started(lambda: self._health() is not None)
         return self
 
     def _health(self) -> dict | None:
+        body = self._healthz()
         try:
-            with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:
-                return json.loads(response.read()) if response.status == 200 else None
-        except (OSError, ValueError):
+            return json.loads(body) if body is not None else None
+        except ValueError:
             return None
 
     def stop(self) -> None:
@@ -128,44 +114,15 @@ class TerminadoServer:
             if self.process is None:
                 return
             started = procs.descendants(self.process.pid)  # before the server can no longer be asked
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
-            for pid in started:  # shells (and their children) that outlived the server
-                if procs.alive(pid):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+            self._end()
+            procs.kill_alive(started)  # shells (and their children) that outlived the server
             deadline = time.monotonic() + REAPED_TIMEOUT
             while any(procs.alive(pid) for pid in started) and time.monotonic() < deadline:
                 time.sleep(0.02)
         finally:
             self._log.close()
 
-    def __enter__(self) -> "TerminadoServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        if exc[0] is None:
-            os.unlink(self._log.name)
-        else:
-            print(f"terminado log kept at {self._log.name}", file=sys.stderr)
-
     # -- what the measurements need
-    def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
-
     def process_groups(self) -> dict[str, list[int]]:
         """The server's processes by role: the tornado process, and the shells
         with everything they started (all of its descendants)."""
@@ -261,19 +218,10 @@ class TerminadoClient(TermClient):
         return self._read(timeout)
 
     def _read(self, timeout: float) -> bytes | None:
-        if timeout != self._timeout:  # settimeout costs syscalls: only when it changes
-            self.ws.settimeout(timeout)
-            self._timeout = timeout
-        try:
-            # control_frame: return after a ping (answered inside) instead of
-            # waiting on for the next data frame.
-            opcode, data = self.ws.recv_data(control_frame=True)
-        except websocket.WebSocketTimeoutException:
+        frame = self._recv_frame(timeout)
+        if frame is None:
             return None
-        except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError) as exc:
-            raise Closed(str(exc)) from None
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise Closed(f"close frame {data[:2].hex()} {data[2:]!r}")
+        opcode, data = frame
         message = _decode(opcode, data)
         if not isinstance(message, list) or not message:
             return b""

@@ -1,7 +1,8 @@
-"""Readings from /proc: process trees, PSS/RSS (smaps_rollup) and CPU ticks."""
+"""Readings from /proc (process trees, PSS/RSS from smaps_rollup, CPU ticks), and ending leftovers by pid."""
 from __future__ import annotations
 
 import os
+import signal
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -19,6 +20,16 @@ def _stat_fields(pid: int) -> list[str] | None:
 def alive(pid: int) -> bool:
     fields = _stat_fields(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def kill_alive(pids: list[int]) -> None:
+    """SIGKILL those of ``pids`` still alive (processes this benchmark started)."""
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def age(pid: int) -> float:

@@ -176,7 +176,7 @@ def markdown(results: dict, chart: str | None = None) -> str:
         f"wanted on the killed worker, {params['redis_keystrokes']} keystrokes and "
         f"{params['redis_cycles']} connect cycles counting Redis commands"
         + (" (smoke run)" if params["smoke"] else ""),
-        f"* Each compared metric: "
+        "* Each compared metric: "
         + ("one run" if params["repeat"] == 1 else f"the median of {params['repeat']} runs")
         + " per target, a fresh server for every scenario",
         f"* Machine: {ctx['nproc']} CPUs ({ctx['cpu_model']}), {ctx['kernel']}; load average "

@@ -294,14 +294,13 @@ def capacity(args, target: Target):
 def reconnect(args, target: Target):
     notes = []
     with target.server() as server:
-        breakdown, history_frame = None, target.name == "termweb"
-        if target.name == "termweb":
+        history_frame = target.name == "termweb"
+        breakdown = None
+        if history_frame:
             tmux = TmuxServer(server.tmux_socket, "/bin/bash")
             cols, rows = 120, 30  # TermClient's default size
-
-            def breakdown(session: str) -> dict:
-                return direct.reattach_steps(tmux, session, min(args.reattaches, 20), cols, rows,
-                                             scenarios.SCREEN_MARK)
+            breakdown = functools.partial(direct.reattach_steps, tmux, rounds=min(args.reattaches, 20),
+                                          cols=cols, rows=rows, needle=scenarios.SCREEN_MARK)
         out = scenarios.reattach_latency(server.base_url, args.reattaches, target.connect,
                                          breakdown=breakdown, history_frame=history_frame)
     metrics = report.summary(out["samples_ms"], "reattach", (50, 95))

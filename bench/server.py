@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from termweb.tmux import TmuxServer
+from termweb.tmux import TmuxError, TmuxServer
 
 from . import procs
 
@@ -40,6 +40,84 @@ def _python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
+class Managed:
+    """A server process used as a context manager: ``start()`` on entry (and
+    ``stop()`` if that fails), ``stop()`` on exit. Subclasses define both."""
+
+    name = "server"
+    process: subprocess.Popen | None = None
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 40) -> str:
+        return ""
+
+    def _wait_started(self, answers) -> None:
+        """Poll ``answers()`` until it is true; BenchError (with the log's tail)
+        if the process exits first or START_TIMEOUT passes."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not answers():
+            if self.process.poll() is not None:
+                raise BenchError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.name} did not answer within {START_TIMEOUT:.0f} s:\n"
+                                 f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def _end(self, first_signal: int = signal.SIGTERM) -> None:
+        """Signal the process, SIGKILL it after STOP_TIMEOUT, and reap it."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(first_signal)
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+class LoggedServer(Managed):
+    """A Managed server logging to a temporary file, kept (and named on
+    stderr) when the ``with`` block failed, removed otherwise."""
+
+    def __init__(self):
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-bench-", suffix=".log",
+                                                delete=False)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        if exc[0] is None:
+            os.unlink(self._log.name)
+        else:
+            print(f"{self.name} log kept at {self._log.name}", file=sys.stderr)
+
+    def log_tail(self, lines: int = 40) -> str:
+        self._log.flush()
+        return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def _healthz(self) -> bytes | None:
+        """The body of a 200 from ``/healthz``, or None."""
+        try:
+            with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:
+                return response.read() if response.status == 200 else None
+        except OSError:
+            return None
+
+
 @contextlib.contextmanager
 def rc_free_shell():
     """The path of a shell for TERMWEB_SHELL: bash without any rc file.
@@ -57,16 +135,18 @@ def rc_free_shell():
         yield path
 
 
-class TermwebServer:
+class TermwebServer(LoggedServer):
     """One gunicorn + one tmux server on a socket of its own. Use as a context manager."""
 
+    name = "termweb"
+
     def __init__(self, extra_env: dict[str, str] | None = None):
+        super().__init__()
         self.port = free_port()
         self.tmux_socket = f"termweb-bench-{uuid.uuid4().hex[:12]}"
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="termweb-bench-", suffix=".log", delete=False)
 
     # -- life cycle
     def start(self) -> "TermwebServer":
@@ -78,22 +158,8 @@ class TermwebServer:
             # Out of the terminal's process group: a Ctrl-C reaches only the
             # benchmark, which then stops the server itself (below).
             start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._healthy():
-            if self.process.poll() is not None:
-                raise BenchError(f"termweb exited with {self.process.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"termweb did not answer /healthz within {START_TIMEOUT:.0f} s:\n"
-                                 f"{self.log_tail()}")
-            time.sleep(0.05)
+        self._wait_started(lambda: self._healthz() is not None)
         return self
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.base_url + "/healthz", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            return False
 
     def stop(self) -> None:
         """SIGQUIT gunicorn (SIGKILL after a timeout), end any straggler by pid, kill tmux.
@@ -111,46 +177,20 @@ class TermwebServer:
                        and any(procs.age(pid) < WORKER_SETTLE for pid in self.workers())):
                     time.sleep(0.05)
                 children = procs.descendants(self.process.pid)
-                self.process.send_signal(signal.SIGQUIT)
-                try:
-                    self.process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
-                for pid in children:  # workers orphaned by a killed master
-                    if procs.alive(pid):
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
+                self._end(signal.SIGQUIT)
+                procs.kill_alive(children)  # workers orphaned by a killed master
         finally:
             # Removes the socket and the in-memory instance lock too.
             TmuxServer(self.tmux_socket, "/bin/bash").kill_server()
             self._log.close()
 
-    def __enter__(self) -> "TermwebServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        if exc[0] is None:
-            os.unlink(self._log.name)
-        else:
-            print(f"termweb log kept at {self._log.name}", file=sys.stderr)
-
     # -- what the measurements need
-    def log_tail(self, lines: int = 40) -> str:
-        self._log.flush()
-        return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-lines:])
-
     def tmux_server_pid(self) -> int | None:
-        done = subprocess.run(["tmux", "-L", self.tmux_socket, "display", "-p", "#{pid}"],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
-        return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+        try:
+            out = TmuxServer(self.tmux_socket, "/bin/bash").run("display", "-p", "#{pid}").strip()
+        except TmuxError:
+            return None
+        return int(out) if out.isdigit() else None
 
     def workers(self) -> list[int]:
         """The pids of gunicorn's workers now (the master's live children)."""
@@ -191,9 +231,11 @@ class TermwebServer:
                 "shells": [pid for pid in shells if pid not in set(gunicorn + clients)]}
 
 
-class RedisServer:
+class RedisServer(Managed):
     """A redis-server of the benchmark's own on a free loopback port, without
     persistence (never the machine's Redis). Use as a context manager."""
+
+    name = "redis-server"
 
     def __init__(self):
         self.port = free_port()
@@ -216,13 +258,7 @@ class RedisServer:
                 start_new_session=True)
         finally:
             log.close()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._answers():
-            if self.process.poll() is not None:
-                raise BenchError(f"redis-server exited with {self.process.returncode}: {self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"redis-server did not answer within {START_TIMEOUT:.0f} s")
-            time.sleep(0.05)
+        self._wait_started(self._answers)
         return self
 
     def _answers(self) -> bool:
@@ -248,25 +284,14 @@ class RedisServer:
         return {name.removeprefix("cmdstat_"): values["calls"] for name, values in stats.items()}
 
     def stop(self) -> None:
-        try:
-            if self._client is not None:
-                self._client.close()
-            if self.process is not None and self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(5)
-        finally:
-            self._dir.cleanup()
-
-    def __enter__(self) -> "RedisServer":
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
+        """Stop the server; ``start()`` may start it again on the same port."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        self._end()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self._dir.cleanup()

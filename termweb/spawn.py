@@ -44,7 +44,9 @@ def run(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, byte
 
 
 def _spawn_and_wait(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, bytes, bytes]:
-    executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+    executable = argv[0]
+    if not os.path.isabs(executable):  # callers on a hot path pass an absolute path
+        executable = shutil.which(executable, path=env.get("PATH")) or executable
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     null = os.open(os.devnull, os.O_RDONLY)

@@ -6,6 +6,7 @@ termweb/tmux.conf; each session gets only the variables passed to it.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,9 @@ class TmuxServer:
         # -f only matters to a command that starts the server, so every
         # command carries it: a server started again by new-session after a
         # crash still gets termweb's options.
-        self.base = ["tmux", "-S" if "/" in socket else "-L", socket, "-f", str(CONF_PATH)]
+        # tmux is looked up once: commands run often, some on reattach.
+        executable = shutil.which("tmux", path=self.env["PATH"]) or "tmux"
+        self.base = [executable, "-S" if "/" in socket else "-L", socket, "-f", str(CONF_PATH)]
 
     def run(self, *args: str, binary: bool = False) -> str | bytes:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.server import RedisServer
 from termweb.tmux import TmuxServer
 
 from .helpers import TermClient, free_port, wait_until
@@ -35,62 +35,19 @@ def tmux(tmp_path) -> TmuxServer:
     server.kill_server()
 
 
-@dataclass
-class RedisServer:
-    """A redis-server of the test session's own, on a free port, without persistence."""
-    port: int
-    workdir: Path
-    process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        log = (self.workdir / "redis.log").open("a")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self.answers, timeout=10, message="redis-server did not come up")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def answers(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
-                conn.sendall(b"PING\r\n")
-                return conn.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def client(self):
-        import redis
-        return redis.Redis.from_url(self.url, decode_responses=True)
-
-
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory) -> RedisServer:
-    """One redis-server for the whole test session (tests keep apart by key prefix)."""
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+def redis_server() -> RedisServer:
+    """One redis-server of the test session's own, on a free port without
+    persistence (never the machine's); tests keep apart by key prefix."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
-def own_redis(tmp_path) -> RedisServer:
-    """A redis-server for one test, which may stop and restart it."""
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(free_port(), workdir)
-    server.start()
-    yield server
-    server.stop()
+def own_redis() -> RedisServer:
+    """A redis-server for one test, which may stop and restart it (same port)."""
+    with RedisServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -221,3 +178,40 @@ def term(gunicorn_server):
     yield connect
     for client in clients:
         client.close()
+
+
+# -- headless Chromium (Debian's, through Playwright) ------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert (ROOT / "static/vendor/xterm/xterm.mjs").exists(), \
+        "static/vendor/ is missing: run `npm ci && scripts/vendor-assets.sh`"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def viewport() -> dict:
+    """The page's size; a test module may override this fixture."""
+    return {"width": 900, "height": 600}
+
+
+@pytest.fixture
+def page(browser, viewport):
+    """A fresh page; fails the test if the page threw an uncaught error."""
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    yield page
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

@@ -15,6 +15,7 @@ from termweb.sessions import REASON_EXPIRED, REASON_VANISHED, SessionRouter
 from termweb.store import ACTIVE, DISCONNECTED, ENDED, MemoryStore
 
 from .conftest import TEST_SHELL
+from .helpers import wait_until
 
 LONG_AGO = time.time() - 10 * CREATE_GRACE_SECONDS
 
@@ -99,11 +100,12 @@ def test_activity_and_working_directory_come_from_tmux(router, tmp_path):
     session_id = made(router, last_activity=1.0)
     router.tmux.run("send-keys", "-t", f"={session_id}:", f"cd {tmp_path}", "Enter")
     keeper = keeper_for(router)
-    deadline = time.monotonic() + 10
-    while router.store.get(session_id).working_directory != str(tmp_path):
-        assert time.monotonic() < deadline, "the working directory never showed"
+
+    def swept_to_new_directory() -> bool:
         keeper.sweep()
-        time.sleep(0.05)
+        return router.store.get(session_id).working_directory == str(tmp_path)
+
+    wait_until(swept_to_new_directory, interval=0.05, message="the working directory never showed")
     assert router.store.get(session_id).last_activity > time.time() - 60
 
 

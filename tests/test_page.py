@@ -8,20 +8,14 @@ Playwright evaluates bare expressions with eval(), which a CSP without
 """
 import os
 import signal
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from .helpers import wait_for_foreground, wait_until
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Generous: a shell's rc files are slow on a busy 2-core machine.
 PROMPT_TIMEOUT_MS = 30_000
 
@@ -45,28 +39,6 @@ RECORD_STATES = """() => {
   new MutationObserver(() => window.seenStates.push(document.body.dataset.state))
     .observe(document, {subtree: true, attributes: true, attributeFilter: ['data-state']});
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert (ROOT / "static/vendor/xterm/xterm.mjs").exists(), \
-        "static/vendor/ is missing: run `npm ci && scripts/vendor-assets.sh`"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; fails the test if the page threw an uncaught error."""
-    context = browser.new_context(viewport={"width": 900, "height": 600})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(error))
-    yield page
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
 
 
 def open_terminal(page, url=None):

@@ -5,48 +5,27 @@ what a user sees and does: rows, statuses, Open, End, New terminal.
 """
 import json
 import re
-import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from .helpers import wait_until
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ROWS = "#sessions tbody tr[data-session-id]"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(browser):
-    """A fresh page; fails the test if the page threw an uncaught error."""
-    context = browser.new_context(viewport={"width": 1100, "height": 700})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda error: errors.append(error))
-    yield page
-    context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+def viewport() -> dict:
+    return {"width": 1100, "height": 700}
 
 
 def create_session(server) -> dict:
-    request = urllib.request.Request(server.url + "/api/sessions", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 201
-        return json.load(response)["session"]
+    status, body = server.api("POST", "/api/sessions", {})
+    assert status == 201, body
+    return body["session"]
 
 
 def open_list(page, server):
