@@ -37,12 +37,12 @@ control_socket_disable = True
 
 def on_starting(server):
     """Refuse set-ups that would misbehave, before anything starts."""
-    # No shells for the network until login exists.
+    # No shells for the network without login.
     exposed = [address for address in server.cfg.bind if not is_loopback_bind(address)]
-    if exposed:
-        sys.exit(f"termweb: refusing to listen on {', '.join(exposed)}: without login, "
-                 "anyone who reaches that address gets a shell. Bind 127.0.0.1 "
-                 "(TERMWEB_HOST) and put an authenticating proxy in front.")
+    if exposed and not _settings.auth:
+        sys.exit(f"termweb: refusing to listen on {', '.join(exposed)} with TERMWEB_AUTH=off: "
+                 "anyone who reaches that address would get a shell. Turn login on, or bind "
+                 "127.0.0.1 (TERMWEB_HOST).")
     # Several workers need the shared store (`-w` on the command line counts too).
     problem = _settings.store_problem(server.cfg.workers)
     if problem:
@@ -72,7 +72,30 @@ def _hold_instance_lock():
 
 
 def when_ready(server):
+    urls = []
     for listener in server.LISTENERS:
         host, port = listener.getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
-        server.log.info("termweb is ready: http://%s:%s/", host, port)
+        urls.append(f"http://{host}:{port}")
+        server.log.info("termweb is ready: %s/", urls[-1])
+    if _settings.auth and urls:
+        _print_login_link(server, urls[0])
+
+
+def _print_login_link(server, url):
+    """With no users and no TERMWEB_PASSWORD: a fresh first-run login link."""
+    from termweb.accounts import open_accounts
+    from termweb.store import open_store
+
+    store = open_store(_settings.redis_url, _settings.redis_prefix, _settings.session_ttl)
+    try:
+        token = open_accounts(_settings, store).start_first_run()
+    except Exception as exc:  # noqa: BLE001 -- reported; log in with a password instead
+        server.log.error("termweb: could not make a login link: %s", exc)
+        return
+    finally:
+        store.close()
+    if token:
+        server.log.info("termweb: open this link to log in (valid until termweb restarts or a "
+                        "user is added with `termweb user add`):\n\n    %s/login?token=%s\n",
+                        url, token)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flask import Flask
 
-from . import api, gateway, transport, web
+from . import api, auth, gateway, ratelimit, security, transport, web
+from .accounts import open_accounts
 from .config import Settings
 from .sessions import SessionRouter
 from .store import open_store
@@ -32,12 +33,19 @@ def create_app(settings: Settings | None = None) -> Flask:
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()
     store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
-    gw = gateway.Gateway(settings, SessionRouter(store, tmux))
+    gw = gateway.Gateway(settings, SessionRouter(store, tmux), open_accounts(settings, store))
+    if settings.secret_key:
+        app.secret_key = settings.secret_key  # otherwise the store's, fetched on first use
     # Before the first request: a worker that replaced a crashed one (with the
     # in-memory store, an empty one) knows the running sessions again, so
     # returning pages reattach instead of hearing "no such session".
     gw.keeper.sweep_if_leader()
     app.extensions["termweb"] = gw
+    security.init_app(app, settings)  # before flask-login (see security.init_app)
+    auth.init_app(app, settings)
+    ratelimit.init_app(app, settings)
+    # In this order: login is checked before the handshake's own refusals.
+    app.register_blueprint(auth.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(gateway.bp)
     app.register_blueprint(api.bp)

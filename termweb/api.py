@@ -11,9 +11,11 @@ import time
 from flask import Blueprint, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from . import auth
 from . import protocol as p
-from .gateway import current_user_id, gateway
-from .sessions import InvalidRequest, SessionEnded, SessionNotFound
+from .gateway import gateway
+from .ratelimit import RateLimited
+from .sessions import REASON_ENDED_BY_USER, InvalidRequest, SessionEnded, SessionNotFound
 from .store import ACTIVE, IDLE, SessionState, StoreUnavailable
 from .tmux import TmuxError
 
@@ -84,19 +86,37 @@ def sessions_page():
     return render_template("sessions.html")
 
 
+@bp.errorhandler(RateLimited)
+def rate_limited(exc: RateLimited):
+    response = jsonify(error={"code": "rate_limited", "message": exc.message})
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response, 429
+
+
 @bp.get("/api/sessions")
 def list_sessions():
-    states = gateway().router.list(current_user_id())
+    """The caller's sessions; an admin's ``?all=1``: everyone's."""
+    who = auth.principal()
+    everyone = request.args.get("all") in ("1", "true")
+    if everyone and not who.is_admin:
+        raise ApiError(403, "forbidden", "only an admin may list every user's sessions")
+    states = gateway().router.list(None if everyone else who.user_id)
     return jsonify(sessions=[_view(s) for s in states])
 
 
 @bp.get("/api/sessions/<session_id>")
 def get_session(session_id: str):
+    return jsonify(session=_view(_session(session_id, admin=True)))
+
+
+def _session(session_id: str, admin: bool = False) -> SessionState:
+    """The caller's session (any, for an admin where ``admin``), or 404:
+    the same answer for another user's session as for none."""
+    who = auth.principal()
     try:
-        state = gateway().router.get(session_id, current_user_id())
+        return gateway().router.get(session_id, who.user_id, admin and who.is_admin)
     except SessionNotFound as exc:
         raise ApiError(404, "session_not_found", str(exc)) from None
-    return jsonify(session=_view(state))
 
 
 @bp.post("/api/sessions")
@@ -107,8 +127,10 @@ def create_session():
         p.validate_size(cols, rows)
     except p.ProtocolError as exc:
         raise ApiError(400, exc.code, exc.message) from None
+    user_id = auth.principal().user_id
+    gateway().check_new_session(user_id)
     try:
-        state = gateway().router.create(current_user_id(), cols, rows,
+        state = gateway().router.create(user_id, cols, rows,
                                         body.get("workingDirectory"), body.get("environment"))
     except InvalidRequest as exc:
         raise ApiError(400, "invalid_field", str(exc)) from None
@@ -119,12 +141,46 @@ def create_session():
 
 @bp.delete("/api/sessions/<session_id>")
 def delete_session(session_id: str):
+    who = auth.principal()
+    state = _session(session_id, admin=True)
+    reason = REASON_ENDED_BY_USER if state.user_id == who.user_id else f"ended by admin {who.user_id}"
     try:
-        gateway().router.destroy(session_id, current_user_id())
+        gateway().router.destroy(session_id, who.user_id, reason, admin=who.is_admin)
     except SessionNotFound as exc:
         raise ApiError(404, "session_not_found", str(exc)) from None
     except SessionEnded as exc:
         raise ApiError(410, "session_ended", str(exc)) from None
+    return "", 204
+
+
+@bp.get("/api/sessions/<session_id>/shares")
+def list_shares(session_id: str):
+    state = _session(session_id)
+    return jsonify(shares=[s.to_json() for s in gateway().accounts.shares(state.session_id)])
+
+
+@bp.post("/api/sessions/<session_id>/shares")
+def create_share(session_id: str):
+    """A read-only link to the caller's session; its secret is shown only now."""
+    state = _session(session_id)
+    if state.ended:
+        raise ApiError(410, "session_ended", f"session {session_id} has ended")
+    share, secret = gateway().accounts.create_share(state.session_id, state.user_id)
+    view = share.to_json()
+    view["url"] = url_for("web.view_page", link=secret)
+    return jsonify(share=view), 201
+
+
+@bp.delete("/api/sessions/<session_id>/shares/<share_id>")
+def revoke_share(session_id: str, share_id: str):
+    """Revoke a link; its viewers are disconnected (on other workers within
+    a couple of seconds)."""
+    state = _session(session_id)
+    accounts = gateway().accounts
+    if not any(s.id == share_id for s in accounts.shares(state.session_id)):
+        raise ApiError(404, "share_not_found", f"no share {share_id[:40]!r} on this session")
+    accounts.revoke_share(share_id)
+    gateway().revoke_viewers(share_id)
     return "", 204
 
 

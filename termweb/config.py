@@ -45,6 +45,21 @@ class Settings:
     reconcile_interval: int = 15
     orphans: str = "adopt"
     restore_lines: int = 5000
+    # Users and login (docs/security.md)
+    auth: bool = True
+    password: str = ""
+    secret_key: str = ""
+    instance_path: str = ""
+    trusted_proxies: int = 0
+    cookie_secure: bool = False
+    remember_days: int = 0
+    # Limits
+    login_rate_ip: str = "10/minute;100/hour"
+    login_rate_account: str = "5/minute;20/hour;50/day"
+    create_rate: str = "30/minute"
+    max_sessions_per_user: int = 50
+    ws_messages_per_second: int = 500
+    ws_input_bytes_per_second: int = 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -71,6 +86,14 @@ class Settings:
             # Each terminal holds a worker connection for its whole life;
             # without headroom the page and health checks stop answering.
             raise ConfigError("TERMWEB_MAX_TERMINALS must be below TERMWEB_WORKER_CONNECTIONS")
+        for name in ("trusted_proxies", "remember_days"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TERMWEB_{name.upper()} must be 0 or positive")
+        for name in ("max_sessions_per_user", "ws_messages_per_second", "ws_input_bytes_per_second"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"TERMWEB_{name.upper()} must be positive")
+        for name in ("login_rate_ip", "login_rate_account", "create_rate"):
+            _check_rate(name, getattr(self, name))
         if self.restore_lines < 0:
             raise ConfigError("TERMWEB_RESTORE_LINES must be 0 (off) or positive")
         if self.orphans not in ("adopt", "reap"):
@@ -87,6 +110,13 @@ class Settings:
                     "(e.g. redis://127.0.0.1:6379/0), or run one worker. With the in-memory "
                     "store, each worker would see only its own sessions.")
         return None
+
+    @property
+    def instance_dir(self) -> str:
+        """Where the embedded store keeps users, tokens and the secret key."""
+        if self.instance_path:
+            return self.instance_path
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "instance")
 
     @property
     def bind(self) -> str:
@@ -113,6 +143,18 @@ def _parse(name: str, kind: str, raw: str) -> object:
     if kind.startswith("tuple"):
         return tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
     return raw
+
+
+def _check_rate(name: str, value: str) -> None:
+    """A rate limit in flask-limiter's notation, e.g. ``5/minute;20/hour``."""
+    from limits import parse_many
+
+    try:
+        if not parse_many(value):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"TERMWEB_{name.upper()} must be limits like '5/minute;20/hour', "
+                          f"not {value!r}") from None
 
 
 def is_loopback_bind(address: str) -> bool:

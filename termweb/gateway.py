@@ -15,18 +15,20 @@ from urllib.parse import urlsplit
 
 import gevent
 from gevent.event import Event
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, current_app, g, jsonify, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
 
+from . import auth, ratelimit
 from . import protocol as p
+from .accounts import Accounts, Share
 from .bridge import PtyBridge
 from .config import Settings
 from .protocol import ProtocolError
 from .keeper import SessionKeeper
-from .sessions import (DEFAULT_USER, REASON_EXITED, SessionEnded, SessionNotFound,
-                       SessionRouter)
+from .ratelimit import RateLimited, TokenBucket
+from .sessions import REASON_EXITED, SessionEnded, SessionNotFound, SessionRouter
 from .store import StoreUnavailable
 from .tmux import TmuxError
 from .transport import PING_FRAME, SendAllSocket, binary_frame, tune_socket
@@ -35,6 +37,9 @@ log = logging.getLogger("termweb.gateway")
 bp = Blueprint("gateway", __name__)
 sock = Sock()
 CLOSE_WAIT_SECONDS = 2.0
+# How often each worker checks that its viewers' share links still exist
+# (a link revoked through this worker closes its viewers at once).
+SHARE_RECHECK_SECONDS = 2.0
 
 
 class Refusal(Exception):
@@ -48,9 +53,10 @@ class Refusal(Exception):
 class Gateway:
     """Per-worker state: settings, the session router and the live connections."""
 
-    def __init__(self, settings: Settings, router: SessionRouter):
+    def __init__(self, settings: Settings, router: SessionRouter, accounts: Accounts):
         self.settings = settings
         self.router = router
+        self.accounts = accounts
         self.keeper = SessionKeeper(router, settings)
         self.live: set[TerminalConnection] = set()
         self.stopping = False
@@ -60,6 +66,40 @@ class Gateway:
         """Start the periodic session sweep (in a gunicorn worker, once it runs)."""
         if not self._background:
             self._background.append(gevent.spawn(self.keeper.run_forever))
+            self._background.append(gevent.spawn(self._watch_shares))
+
+    def _watch_shares(self) -> None:
+        """Close viewers whose share link was revoked through another worker."""
+        while True:
+            gevent.sleep(SHARE_RECHECK_SECONDS)
+            viewers = [c for c in self.live if c.share is not None]
+            if not viewers:
+                continue
+            try:
+                alive = self.accounts.share_ids()
+            except Exception as exc:  # noqa: BLE001 -- a dead store: look again later
+                log.warning("could not check share links: %s", exc)
+                continue
+            for connection in viewers:
+                if connection.share.id not in alive:
+                    connection.close_revoked()
+
+    def check_new_session(self, user_id: str) -> None:
+        """RateLimited when ``user_id`` may not start another terminal now."""
+        try:
+            running = len(self.router.list(user_id))
+        except StoreUnavailable:
+            return  # creating will fail and say so
+        limit = self.settings.max_sessions_per_user
+        if running >= limit:
+            raise RateLimited(f"you already have {running} terminals, the most allowed "
+                              f"(TERMWEB_MAX_SESSIONS_PER_USER={limit}); end one first", 60)
+        ratelimit.check_creation(user_id)
+
+    def revoke_viewers(self, share_id: str) -> None:
+        for connection in list(self.live):
+            if connection.share is not None and connection.share.id == share_id:
+                connection.close_revoked()
 
     def close_all(self) -> None:
         """Tell every live terminal the server is restarting (close 1012).
@@ -85,21 +125,39 @@ def gateway() -> Gateway:
 
 
 def current_user_id() -> str:
-    """Whose terminals this request may reach. Everyone is the one local
-    user until login exists (issue #4)."""
-    return DEFAULT_USER
+    """Whose terminals this request may reach (auth.require_login let it in)."""
+    return auth.principal().user_id
+
+
+def _refuse(status: int, code: str, message: str, retry_after: int | None = None):
+    log.warning("refused /ws from %s: %s", request.remote_addr, message)
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @bp.before_app_request
 def guard_handshake():
-    """Refusals that must come before the upgrade, and socket set-up."""
+    """Refusals that must come before the upgrade (so before any pty or tmux
+    work): origin, share link, creation limits; then socket set-up. Login
+    was checked by auth.require_login."""
     if request.path != "/ws":
         return None
     gw = gateway()
     origin = request.headers.get("Origin")
     if not gw.origin_allowed(origin, request.host):
-        log.warning("refused /ws from %s: cross-origin handshake from %r", request.remote_addr, origin)
-        return Response("cross-origin WebSocket refused\n", status=403, mimetype="text/plain")
+        return _refuse(403, "forbidden_origin", f"cross-origin handshake from {origin!r} refused")
+    if "view" in request.args:
+        g.share = gw.accounts.check_share(request.args["view"])
+        if g.share is None:
+            return _refuse(404, "share_not_found", "this share link is not valid, or was revoked")
+    elif not request.args.get("session"):
+        try:
+            gw.check_new_session(current_user_id())
+        except RateLimited as exc:
+            return _refuse(429, "rate_limited", exc.message, exc.retry_after)
     raw = request.environ.get("gunicorn.socket")
     if raw is not None:
         tune_socket(raw, gw.settings.send_buffer_bytes)
@@ -112,15 +170,24 @@ def guard_handshake():
 
 @sock.route("/ws", bp=bp)
 def terminal_socket(ws):
-    TerminalConnection(ws, gateway(), request.args, current_user_id()).serve()
+    share = g.get("share")
+    user_id = share.owner if share is not None else current_user_id()
+    TerminalConnection(ws, gateway(), request.args, user_id, share).serve()
 
 
 class TerminalConnection:
-    def __init__(self, ws, gw: Gateway, args, user_id: str):
+    def __init__(self, ws, gw: Gateway, args, user_id: str, share: Share | None = None):
         self.ws = ws
         self.gw = gw
         self.args = args
         self.user_id = user_id
+        self.share = share  # a viewer through this share link: output only
+        self._read_only_told = 0.0
+        limits = gw.settings
+        self._messages = TokenBucket(limits.ws_messages_per_second, 2 * limits.ws_messages_per_second)
+        self._bytes = TokenBucket(limits.ws_input_bytes_per_second,
+                                  max(limits.ws_input_bytes_per_second, limits.max_message_bytes))
+        self._limited_told = 0.0
         self.session_id: str | None = None
         self.bridge: PtyBridge | None = None
         self.counted = False  # the store counts this connection: detach at the end
@@ -180,7 +247,7 @@ class TerminalConnection:
                           p.CLOSE_TRY_AGAIN)
         self.gw.live.add(self)
         router = self.gw.router
-        requested = self.args.get("session")
+        requested = self.share.session_id if self.share else self.args.get("session")
         restore = self.args.get("restore", "1") != "0"
         try:
             if requested:
@@ -189,7 +256,8 @@ class TerminalConnection:
                 self.session_id = router.create(self.user_id, cols, rows).session_id
             attachment = router.attach(
                 self.session_id, self.user_id, cols, rows, created=not requested,
-                history_lines=self.gw.settings.restore_lines if restore else 0)
+                history_lines=self.gw.settings.restore_lines if restore else 0,
+                read_only=self.share is not None)
         except SessionNotFound as exc:
             raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
         except SessionEnded as exc:
@@ -208,7 +276,7 @@ class TerminalConnection:
         self.send(p.message(p.CONTROL, self.session_id, {
             "action": p.READY, "cols": cols, "rows": rows, "encoding": encoding,
             "created": not requested, "restored": len(attachment.history),
-            "pingInterval": self.gw.settings.ping_interval}))
+            "readOnly": self.share is not None, "pingInterval": self.gw.settings.ping_interval}))
         if attachment.history:
             self._send_history(attachment.history, rows)
 
@@ -349,7 +417,10 @@ class TerminalConnection:
         try:
             while queue and not self._input_stop.is_set():
                 frame = queue.pop(0)
-                if isinstance(frame, bytes):
+                self._throttle(len(frame))
+                if self.share is not None:
+                    self._refuse_viewer_input(frame)
+                elif isinstance(frame, bytes):
                     self.bridge.write(frame)
                 else:
                     self._handle_text(frame)
@@ -360,6 +431,44 @@ class TerminalConnection:
             self._input_stop.set()
         finally:
             self._dispatching = False
+
+    def _throttle(self, size: int) -> None:
+        """Hold this client's input to TERMWEB_WS_MESSAGES_PER_SECOND and
+        TERMWEB_WS_INPUT_BYTES_PER_SECOND.
+
+        Over the limit, the reader waits (so TCP slows the client down and no
+        keystroke is lost) and the client is told ``rate_limited``.
+        """
+        wait = max(self._messages.take(1), self._bytes.take(size))
+        if not wait:
+            return
+        now = time.monotonic()
+        if now - self._limited_told > 5:
+            self._limited_told = now
+            self.send(p.error(self.session_id, "rate_limited",
+                              "input is arriving faster than this server accepts; it is being slowed down"))
+        gevent.sleep(wait)
+
+    def _refuse_viewer_input(self, frame: str | bytes) -> None:
+        """A viewer's heartbeats are answered; anything else is refused
+        (tmux's read-only client would ignore it anyway)."""
+        if isinstance(frame, str):
+            try:
+                msg = p.parse_client_message(frame)
+            except ProtocolError as exc:
+                self.send(p.error(self.session_id, exc.code, exc.message, exc.reply_to))
+                return
+            if msg.type == p.HEARTBEAT or msg.action == p.DISCONNECT:
+                self._handle_text(frame)
+                return
+            self.send(p.error(self.session_id, "read_only", "this is a view-only link: "
+                              "typing and resizing are off", msg.message_id))
+            return
+        now = time.monotonic()
+        if now - self._read_only_told > 1:  # one notice per second of typing
+            self._read_only_told = now
+            self.send(p.error(self.session_id, "read_only",
+                              "this is a view-only link: typing and resizing are off"))
 
     # -- messages ---------------------------------------------------------
 
@@ -393,6 +502,14 @@ class TerminalConnection:
             self.gw.router.clear(self.session_id)
         except TmuxError as exc:
             self.send(p.error(self.session_id, "backend_unavailable", str(exc), msg.message_id))
+
+    def close_revoked(self) -> None:
+        """The viewer's share link was revoked: say so and close with 4403."""
+        if self.bridge is not None:
+            self.gw.live.discard(self)
+            self._close_with_error("share_revoked", "the owner revoked this share link",
+                                   p.CLOSE_FORBIDDEN)
+            self._input_stop.set()
 
     def close_for_restart(self) -> None:
         """Close with 1012; the client's close reply then ends both pumps."""

@@ -76,8 +76,9 @@ class SessionRouter:
 
     # -- lookups ------------------------------------------------------------
 
-    def get(self, session_id: str, user_id: str) -> SessionState:
-        """The caller's session, ended or not; SessionNotFound otherwise.
+    def get(self, session_id: str, user_id: str, admin: bool = False) -> SessionState:
+        """The caller's session (any session for an admin), ended or not;
+        SessionNotFound otherwise, the same for another user's as for none.
 
         Raises StoreUnavailable when the store cannot be asked.
         """
@@ -85,12 +86,13 @@ class SessionRouter:
         if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
             raise SessionNotFound(session_id)
         state = self.store.get(session_id)
-        if state is None or state.user_id != user_id:
+        if state is None or (state.user_id != user_id and not admin):
             raise SessionNotFound(session_id)
         return state
 
-    def list(self, user_id: str) -> list[SessionState]:
-        """The caller's running sessions, the most recently active first."""
+    def list(self, user_id: str | None) -> list[SessionState]:
+        """The caller's running sessions (everyone's for None), the most
+        recently active first."""
         states = [s for s in self.store.list(user_id) if not s.ended]
         return sorted(states, key=lambda s: s.last_activity, reverse=True)
 
@@ -128,12 +130,13 @@ class SessionRouter:
         return state
 
     def attach(self, session_id: str, user_id: str, cols: int, rows: int,
-               history_lines: int = 0, created: bool = False) -> Attachment:
+               history_lines: int = 0, created: bool = False, read_only: bool = False) -> Attachment:
         """Attach a new tmux client to the caller's session and count it.
 
         With ``history_lines``, also capture that much of the session's
         history for the page's scrollback (the attach redraws only the screen).
-        The caller must `detach` once the bridge is closed.
+        The caller must `detach` once the bridge is closed. A ``read_only``
+        client (a viewer) can neither type nor change the window's size.
         """
         state = self.get(session_id, user_id)
         if state.ended:
@@ -157,7 +160,8 @@ class SessionRouter:
         if counted is None:  # ended between our two reads
             raise SessionEnded(REASON_EXITED)
         try:
-            bridge = PtyBridge(self.tmux.attach_command(session_id), self.tmux.env, cols, rows)
+            bridge = PtyBridge(self.tmux.attach_command(session_id, read_only), self.tmux.env,
+                               cols, rows)
         except Exception:
             self.detach(session_id)
             raise
@@ -177,9 +181,11 @@ class SessionRouter:
         self.store.end(session_id, reason, time.time())
         return reason
 
-    def destroy(self, session_id: str, user_id: str, reason: str = REASON_ENDED_BY_USER) -> None:
-        """End the caller's session: kill its shell, keep the record a while."""
-        state = self.get(session_id, user_id)
+    def destroy(self, session_id: str, user_id: str, reason: str = REASON_ENDED_BY_USER,
+                admin: bool = False) -> None:
+        """End the caller's session (an admin's: anyone's): kill its shell,
+        keep the record a while."""
+        state = self.get(session_id, user_id, admin)
         if state.ended:
             raise SessionEnded(state.ended_reason)
         self._check_backend(state)

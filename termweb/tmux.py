@@ -199,5 +199,7 @@ class TmuxServer:
             except FileNotFoundError:
                 pass
 
-    def attach_command(self, name: str, readonly: bool = False) -> list[str]:
-        return self.base + ["attach-session"] + (["-r"] if readonly else []) + ["-t", "=" + name]
+    def attach_command(self, name: str, read_only: bool = False) -> list[str]:
+        """A read-only client's keys are ignored and its size never changes the window's."""
+        flags = ["-f", "read-only,ignore-size"] if read_only else []
+        return self.base + ["attach-session"] + flags + ["-t", "=" + name]

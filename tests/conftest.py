@@ -17,7 +17,7 @@ import pytest
 from bench.server import RedisServer
 from termweb.tmux import TmuxServer
 
-from .helpers import TermClient, free_port, wait_until
+from .helpers import HttpSession, TermClient, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SHELL = "/bin/bash"
@@ -62,6 +62,32 @@ class GunicornServer:
     process: subprocess.Popen
     tmux: TmuxServer
     log_path: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+        """Run `termweb …` against this server's store."""
+        return subprocess.run([str(Path(sys.executable).with_name("termweb")), *args], input=stdin,
+                              env={**os.environ, **self.env}, capture_output=True, text=True,
+                              timeout=30)
+
+    def add_user(self, name: str, password: str, role: str = "user") -> None:
+        done = self.cli("user", "add", name, "--password-stdin",
+                        *(["--admin"] if role == "admin" else []), stdin=password + "\n")
+        assert done.returncode == 0, done.stderr
+
+    def token(self, user: str, *args: str) -> str:
+        """A new API token for ``user`` (``args``: e.g. --expires 2s)."""
+        done = self.cli("token", "create", user, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def session(self, user: str | None = None, password: str | None = None) -> HttpSession:
+        """A cookie-keeping HTTP client, logged in as ``user`` when given."""
+        client = HttpSession(self.url)
+        if user is not None:
+            status = client.login(user, password or PASSWORDS[user])
+            assert status == 302, f"login as {user} answered {status}"
+        return client
 
     @property
     def log(self) -> str:
@@ -141,12 +167,15 @@ def gunicorn_factory(tmp_path):
         workdir = tmp_path / f"gunicorn-{len(started)}"
         home = workdir / "home"  # shells start fast and keep their history here
         home.mkdir(parents=True)
+        # Login is off unless a test turns it on (auth="on"): most tests are
+        # about terminals, and the auth tests say so.
         env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
-               "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home),
+               "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home), "TERMWEB_AUTH": "off",
+               "TERMWEB_INSTANCE_PATH": str(workdir / "instance"),
                **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
         process = start_gunicorn(workdir, env)
         server = GunicornServer(f"http://127.0.0.1:{port}", port, process, tmux,
-                                workdir / "gunicorn.log")
+                                workdir / "gunicorn.log", env)
         started.append(server)
         wait_until(lambda: _answers(server.url + "/healthz") or process.poll() is not None,
                    timeout=20, message="gunicorn did not come up")
@@ -163,6 +192,18 @@ def gunicorn_factory(tmp_path):
 def gunicorn_server(gunicorn_factory) -> GunicornServer:
     """termweb with default settings under a real gunicorn gevent worker."""
     return gunicorn_factory()
+
+
+PASSWORDS = {"alice": "alice-pass-1234", "bob": "bob-pass-1234", "admin": "admin-pass-1234"}
+
+
+@pytest.fixture
+def auth_server(gunicorn_factory) -> GunicornServer:
+    """termweb with login on and three users: alice and bob (users), admin (an admin)."""
+    server = gunicorn_factory(auth="on")
+    for name, password in PASSWORDS.items():
+        server.add_user(name, password, "admin" if name == "admin" else "user")
+    return server
 
 
 @pytest.fixture

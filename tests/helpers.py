@@ -1,9 +1,13 @@
 """Test helpers: waiting on conditions and a small WebSocket terminal client."""
 from __future__ import annotations
 
+import http.cookiejar
 import json
+import re
 import socket
 import time
+import urllib.error
+import urllib.request
 from urllib.parse import urlencode
 
 import websocket
@@ -187,3 +191,68 @@ def reattach(base_url: str, session_id: str, timeout: float = 20.0, **params) ->
             return None
     return wait_until(attempt, timeout=timeout, interval=0.1,
                       message=f"could not reattach session {session_id} within {timeout} s")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+class HttpSession:
+    """A browser-like HTTP client: keeps cookies, does not follow redirects,
+    and sends the page's CSRF token with state changes."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar),
+                                                   _NoRedirect())
+        self._csrf: str | None = None
+
+    def request(self, method: str, path: str, data: bytes | None = None,
+                headers: dict | None = None) -> tuple[int, dict, bytes]:
+        """Return (status, headers, body) whatever the status."""
+        req = urllib.request.Request(self.base_url + path, data=data, method=method,
+                                     headers=headers or {})
+        try:
+            with self._opener.open(req, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+
+    def form(self, path: str, fields: dict) -> tuple[int, dict, bytes]:
+        return self.request("POST", path, urlencode(fields).encode(),
+                            {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def login(self, name: str, password: str) -> int:
+        status, _, body = self.request("GET", "/login")
+        assert status == 200, f"GET /login answered {status}"
+        token = re.search(rb'name="csrf_token" value="([^"]+)"', body).group(1).decode()
+        status, _, _ = self.form("/login", {"username": name, "password": password,
+                                            "csrf_token": token, "next": "/"})
+        self._csrf = None
+        return status
+
+    @property
+    def csrf(self) -> str:
+        """The CSRF token the terminal page carries for this login."""
+        if self._csrf is None:
+            status, _, body = self.request("GET", "/")
+            assert status == 200, f"GET / answered {status}"
+            self._csrf = re.search(rb'name="csrf-token" content="([^"]+)"', body).group(1).decode()
+        return self._csrf
+
+    def api(self, method: str, path: str, body: dict | None = None,
+            headers: dict | None = None) -> tuple[int, dict | None]:
+        """Call the REST API as this login; return (status, JSON body or None)."""
+        extra = {"X-CSRF-Token": self.csrf} if method not in ("GET", "HEAD") else {}
+        if body is not None:
+            extra["Content-Type"] = "application/json"
+        status, _, raw = self.request(method, path, None if body is None else json.dumps(body).encode(),
+                                      {**extra, **(headers or {})})
+        return status, (json.loads(raw) if raw else None)
+
+    def cookie_header(self) -> dict:
+        """Headers for a WebSocket handshake as this login (websocket-client
+        adds a same-origin Origin itself)."""
+        return {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.jar)}

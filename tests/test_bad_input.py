@@ -131,10 +131,11 @@ def test_garbage_on_the_socket_does_not_take_the_worker_down(gunicorn_server):
     assert gunicorn_server.worker_pids() == pids
 
 
-def test_binding_a_public_address_is_refused(tmp_path):
+def test_binding_a_public_address_without_login_is_refused(tmp_path):
     for env, args in (({"TERMWEB_HOST": "0.0.0.0"}, ()),
                       ({}, ("--bind", f"0.0.0.0:{free_port()}"))):
-        process = start_gunicorn(tmp_path, {"TERMWEB_PORT": str(free_port()), **env}, args)
+        process = start_gunicorn(tmp_path, {"TERMWEB_PORT": str(free_port()), "TERMWEB_AUTH": "off",
+                                            **env}, args)
         try:
             assert process.wait(20) != 0
         finally:
