@@ -10,10 +10,11 @@ from . import api, auth, gateway, ratelimit, security, transport, web
 from .accounts import open_accounts
 from .config import Settings
 from .sessions import SessionRouter
-from .store import open_store
+from .store import StoreUnavailable, open_store
 from .tmux import TmuxServer
 
 __version__ = "0.1.0"
+log = logging.getLogger("termweb")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -35,7 +36,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
     gw = gateway.Gateway(settings, SessionRouter(store, tmux), open_accounts(settings, store))
     if settings.secret_key:
-        app.secret_key = settings.secret_key  # otherwise the store's, fetched on first use
+        app.secret_key = settings.secret_key
+    elif settings.auth:
+        try:
+            app.secret_key = gw.accounts.secret_key()  # shared by every worker
+        except StoreUnavailable:
+            log.error("no cookie key yet: the store is unavailable; logins wait for it")
     # Before the first request: a worker that replaced a crashed one (with the
     # in-memory store, an empty one) knows the running sessions again, so
     # returning pages reattach instead of hearing "no such session".

@@ -170,8 +170,8 @@ def _error(status: int, code: str, message: str):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(ratelimit.login_rate_ip, deduct_when=ratelimit.failed_login)
-@limiter.limit(ratelimit.login_rate_account, key_func=ratelimit.account_key,
+@limiter.limit(ratelimit.login_rate_ip, methods=["POST"], deduct_when=ratelimit.failed_login)
+@limiter.limit(ratelimit.login_rate_account, key_func=ratelimit.account_key, methods=["POST"],
                deduct_when=ratelimit.failed_login)
 def login():
     if not settings().auth:

@@ -54,8 +54,7 @@ def login_rate_account() -> str:
 
 def account_key() -> str:
     """Failed logins count per account too, whoever tries them."""
-    name = request.form.get("username", "") if request.method == "POST" else "local"
-    return "account:" + name.strip().lower()[:64]
+    return "account:" + request.form.get("username", "").strip().lower()[:64]
 
 
 def failed_login(response) -> bool:

@@ -10,6 +10,8 @@ from flask import request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .store import StoreUnavailable
+
 CSP = "; ".join([
     "default-src 'self'",
     "script-src 'self'",
@@ -35,7 +37,16 @@ HEADERS = {
 
 
 class SessionInterface(SecureCookieSessionInterface):
-    """Flask's signed cookie, marked Secure whenever the request came over TLS."""
+    """Flask's signed cookie, marked Secure whenever the request came over TLS,
+    signed with the store's key (fetched when the store was down at start)."""
+
+    def open_session(self, app, request):
+        if not app.secret_key and app.config.get("TERMWEB_AUTH"):
+            try:
+                app.secret_key = app.extensions["termweb"].accounts.secret_key()
+            except StoreUnavailable:
+                return None  # auth.require_login answers 503
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app) -> bool:
         return bool(app.config["SESSION_COOKIE_SECURE"]) or request.is_secure
@@ -44,6 +55,7 @@ class SessionInterface(SecureCookieSessionInterface):
 def init_app(app, settings) -> None:
     """Call before flask-login's init_app: this after_request then runs after
     flask-login's, and sees its remember-me cookie."""
+    app.config["TERMWEB_AUTH"] = settings.auth
     app.session_interface = SessionInterface()
     if settings.trusted_proxies:
         # X-Forwarded-For/-Proto/-Host from that many proxies in front (nginx:
