@@ -20,13 +20,16 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from .sessions import DEFAULT_USER
 from .store import RedisStore
 
 USER_NAME = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")  # like a POSIX login name
 ROLES = ("user", "admin")
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
-LOCAL_USER = "local"  # the user of TERMWEB_PASSWORD and of the first-run token
+# The built-in admin: the user of TERMWEB_PASSWORD, of the first-run link,
+# and of everyone when login is off.
+LOCAL_USER = DEFAULT_USER
 
 TOKEN = re.compile(r"tw_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 SHARE = re.compile(r"ts_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")

@@ -73,7 +73,7 @@ def internal_error(exc: Exception):
 @bp.before_request
 def same_origin_only():
     """State changes come from our own pages: a cross-site form or script is
-    refused (the CSRF tokens of issue #4 will add to this)."""
+    refused, on top of the CSRF token that auth.require_login checks."""
     if request.method in ("GET", "HEAD", "OPTIONS"):
         return None
     if not gateway().origin_allowed(request.headers.get("Origin"), request.host):

@@ -2,7 +2,8 @@
 
 The router is the one place that checks who may reach a session: every
 lookup takes the caller's user id, and someone else's session is reported
-exactly like a nonexistent one. Until login exists (issue #4) every caller
+exactly like a nonexistent one (admins may look up and end any). The
+caller's id comes from the login (termweb.auth); with login off, everyone
 is `DEFAULT_USER`.
 """
 from __future__ import annotations
