@@ -20,7 +20,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from . import ratelimit
-from .accounts import LOCAL_USER, Accounts, TokenRefused, User
+from .accounts import LOCAL_USER, TOKEN, Accounts, TokenRefused, User
 from .ratelimit import limiter
 from .store import StoreUnavailable
 
@@ -41,6 +41,8 @@ class Principal:
     user_id: str
     role: str
     via: str  # "cookie", "token", or "open" when auth is off
+    # What to check again later: the cookie's "name:epoch", or the token's id.
+    credential: str = ""
 
     @property
     def name(self) -> str:
@@ -122,9 +124,10 @@ def _identify() -> Principal | None:
         except TokenRefused as refused:
             g.auth_refusal = refused.reason
             return None
-        return Principal(user.name, user.role, "token")
+        return Principal(user.name, user.role, "token", TOKEN.fullmatch(presented).group(1))
     if current_user.is_authenticated:
-        return Principal(current_user.user.name, current_user.user.role, "cookie")
+        return Principal(current_user.user.name, current_user.user.role, "cookie",
+                         current_user.get_id())
     return None
 
 

@@ -37,9 +37,9 @@ log = logging.getLogger("termweb.gateway")
 bp = Blueprint("gateway", __name__)
 sock = Sock()
 CLOSE_WAIT_SECONDS = 2.0
-# How often each worker checks that its viewers' share links still exist
-# (a link revoked through this worker closes its viewers at once).
-SHARE_RECHECK_SECONDS = 2.0
+# How often each worker checks that its connections' credentials still hold
+# (a share link revoked through this worker closes its viewers at once).
+CREDENTIAL_RECHECK_SECONDS = 2.0
 
 
 class Refusal(Exception):
@@ -66,23 +66,40 @@ class Gateway:
         """Start the periodic session sweep (in a gunicorn worker, once it runs)."""
         if not self._background:
             self._background.append(gevent.spawn(self.keeper.run_forever))
-            self._background.append(gevent.spawn(self._watch_shares))
+            self._background.append(gevent.spawn(self._watch_credentials))
 
-    def _watch_shares(self) -> None:
-        """Close viewers whose share link was revoked through another worker."""
+    def _watch_credentials(self) -> None:
+        """Close connections whose credential ended since they opened: a
+        revoked share link or API token, a removed user, a changed password."""
         while True:
-            gevent.sleep(SHARE_RECHECK_SECONDS)
-            viewers = [c for c in self.live if c.share is not None]
-            if not viewers:
-                continue
+            gevent.sleep(CREDENTIAL_RECHECK_SECONDS)
             try:
-                alive = self.accounts.share_ids()
-            except Exception as exc:  # noqa: BLE001 -- a dead store: look again later
-                log.warning("could not check share links: %s", exc)
-                continue
-            for connection in viewers:
-                if connection.share.id not in alive:
+                for connection in self._revoked([c for c in self.live if c.credential]):
                     connection.close_revoked()
+            except Exception as exc:  # noqa: BLE001 -- a dead store: look again later
+                log.warning("could not check the connections' credentials: %s", exc)
+
+    def _revoked(self, connections: list[TerminalConnection]):
+        kinds = {c.credential[0] for c in connections}
+        shares = self.accounts.share_ids() if "share" in kinds else set()
+        now = time.time()
+        tokens = ({t.id for t in self.accounts.tokens() if not t.expired(now)}
+                  if "token" in kinds else set())
+        logins: dict[str, str | None] = {}  # user name -> "name:epoch" now
+        for connection in connections:
+            kind, key = connection.credential
+            if kind == "share":
+                alive = key in shares
+            elif kind == "token":
+                alive = key in tokens
+            else:
+                name = key.partition(":")[0]
+                if name not in logins:
+                    user = self.accounts.user(name)
+                    logins[name] = user and f"{user.name}:{user.epoch}"
+                alive = logins[name] == key
+            if not alive:
+                yield connection
 
     def check_new_session(self, user_id: str) -> None:
         """RateLimited when ``user_id`` may not start another terminal now."""
@@ -98,7 +115,7 @@ class Gateway:
 
     def revoke_viewers(self, share_id: str) -> None:
         for connection in list(self.live):
-            if connection.share is not None and connection.share.id == share_id:
+            if connection.credential == ("share", share_id):
                 connection.close_revoked()
 
     def close_all(self) -> None:
@@ -171,17 +188,24 @@ def guard_handshake():
 @sock.route("/ws", bp=bp)
 def terminal_socket(ws):
     share = g.get("share")
-    user_id = share.owner if share is not None else current_user_id()
-    TerminalConnection(ws, gateway(), request.args, user_id, share).serve()
+    if share is not None:
+        user_id, credential = share.owner, ("share", share.id)
+    else:
+        who = auth.principal()
+        user_id = who.user_id
+        credential = {"cookie": ("login", who.credential), "token": ("token", who.credential)}.get(who.via)
+    TerminalConnection(ws, gateway(), request.args, user_id, share, credential).serve()
 
 
 class TerminalConnection:
-    def __init__(self, ws, gw: Gateway, args, user_id: str, share: Share | None = None):
+    def __init__(self, ws, gw: Gateway, args, user_id: str, share: Share | None = None,
+                 credential: tuple[str, str] | None = None):
         self.ws = ws
         self.gw = gw
         self.args = args
         self.user_id = user_id
         self.share = share  # a viewer through this share link: output only
+        self.credential = credential  # (kind, key) to check again while open
         self._read_only_told = 0.0
         limits = gw.settings
         self._messages = TokenBucket(limits.ws_messages_per_second, 2 * limits.ws_messages_per_second)
@@ -504,12 +528,18 @@ class TerminalConnection:
             self.send(p.error(self.session_id, "backend_unavailable", str(exc), msg.message_id))
 
     def close_revoked(self) -> None:
-        """The viewer's share link was revoked: say so and close with 4403."""
-        if self.bridge is not None:
-            self.gw.live.discard(self)
+        """The credential ended: a viewer's link was revoked (4403), or the
+        user's login or token (4401). The terminal itself runs on."""
+        if self.bridge is None:
+            return
+        self.gw.live.discard(self)
+        if self.share is not None:
             self._close_with_error("share_revoked", "the owner revoked this share link",
                                    p.CLOSE_FORBIDDEN)
-            self._input_stop.set()
+        else:
+            self._close_with_error("unauthorized", "your login has ended (password changed, user "
+                                   "removed or token revoked); log in again", p.CLOSE_UNAUTHORIZED)
+        self._input_stop.set()
 
     def close_for_restart(self) -> None:
         """Close with 1012; the client's close reply then ends both pumps."""

@@ -215,3 +215,22 @@ def test_security_headers_and_cookie_flags(gunicorn_factory):
     status, cookie, headers = log_in({"X-Forwarded-Proto": "https"})
     assert status == 302 and "; Secure" in cookie
     assert headers["Strict-Transport-Security"]
+
+
+def test_open_terminals_end_with_their_login_or_token(auth_server):
+    alice = auth_server.session("alice")
+    by_cookie = TermClient(auth_server.url, headers=alice.cookie_header())
+    token = auth_server.token("bob")
+    by_token = TermClient(auth_server.url, token=token)
+    for t in (by_cookie, by_token):
+        t.run("echo open-$((8*8))", "open-64")
+
+    assert auth_server.cli("user", "passwd", "alice", "--password-stdin",
+                           stdin="alice-new-pass-2\n").returncode == 0
+    assert by_cookie.next_message("error")["payload"]["code"] == "unauthorized"
+    assert by_cookie.wait_closed().code == 4401
+    by_token.run("echo bob-still-$((1+1))", "bob-still-2")  # others are untouched
+    assert auth_server.cli("token", "revoke", token.split("_")[1]).returncode == 0
+    assert by_token.wait_closed().code == 4401
+    # Only the views ended: both terminals run on for their owners.
+    assert len(auth_server.tmux.list_sessions()) == 2
