@@ -1,8 +1,11 @@
 // One terminal's WebSocket: connect, reattach the same session after a drop
 // with jittered exponential backoff, and measure round trips with heartbeats.
+// A socket refused before it opened (the browser is not told why) may mean
+// the login has ended or a share link was revoked: the connection asks the
+// page (`whyRefused`) before it tries again.
 
 import {
-  Action, CLOSING_ERROR_CODES, CloseCode, FINAL_CLOSE_CODES, MessageType,
+  Action, CLOSING_ERROR_CODES, CloseCode, ErrorCode, FINAL_CLOSE_CODES, MessageType,
   controlMessage, decodeMessage, encodeMessage, socketUrl,
 } from './protocol.js';
 
@@ -28,10 +31,34 @@ function closeReason(code, serverReason) {
     case CloseCode.NORMAL: return 'connection closed by the server';
     case CloseCode.POLICY: return 'the server stopped hearing from this page';
     case CloseCode.BAD_HANDSHAKE: return 'the server refused the connection';
+    case CloseCode.FORBIDDEN: return 'this share link was revoked';
     case CloseCode.NOT_FOUND: return 'no such terminal session';
     default: return `connection lost (${code})`;
   }
 }
+
+/**
+ * The status `url` answers (a HEAD or GET), or null when there is no answer.
+ * Used to learn why a handshake was refused: 401 from /api/me means the
+ * login ended, 404 from a share link's page that the link is gone.
+ */
+export async function answerStatus(url, method = 'GET') {
+  try {
+    const response = await fetch(url, {
+      method, headers: { Accept: 'application/json' }, cache: 'no-store', credentials: 'same-origin',
+    });
+    return response.status;
+  } catch {
+    return null;
+  }
+}
+
+export const LOGGED_OUT = Object.freeze({
+  state: 'closed', reason: 'you are logged out', ended: false, loggedOut: true,
+});
+export const LINK_INVALID = Object.freeze({
+  state: 'closed', reason: 'this share link is not valid, or was revoked', ended: true, revoked: true,
+});
 
 /**
  * States passed to `onState`:
@@ -39,11 +66,18 @@ function closeReason(code, serverReason) {
  *   {state: 'connected', rttMs: number|null, waitingMs?: number}  (waitingMs: a heartbeat is overdue)
  *   {state: 'reconnecting', retryAt: ms on the performance.now() clock, reason: string|null}
  *   {state: 'closed', reason: string, ended: bool}  (ended: the session is gone)
+ *   {state: 'closed', reason, ended: true, revoked: true}  (a share link that was revoked)
+ *   {state: 'closed', reason, ended: false, loggedOut: true}  (the login has ended)
  */
 export class TerminalConnection {
   /**
    * @param {object} options
    * @param {string|null} options.session  session id to attach first, or null for a new terminal
+   * @param {string|null} [options.view]  a share link's token: watch its terminal, read-only
+   *   (no input, no resize)
+   * @param {string} [options.base]  the app's root URL (ends in '/'), where /ws is
+   * @param {(() => Promise<object|null>)|null} [options.whyRefused]  asked when a socket is
+   *   refused before it opens: a 'closed' state to stop with, or null to retry as usual
    * @param {() => {cols: number, rows: number}} options.size  current terminal size
    * @param {(data: Uint8Array|string) => void} options.onOutput  terminal output
    * @param {(ready: {sessionId: string, created: boolean, first: boolean}) => void} options.onReady
@@ -51,8 +85,13 @@ export class TerminalConnection {
    * @param {(error: {code: string, message: string}) => void} options.onError
    *   errors that leave the socket open (the others come with the next state)
    */
-  constructor({ session, size, onOutput, onReady, onState, onError }) {
+  constructor({ session, view = null, base, whyRefused = null, size, onOutput, onReady, onState, onError }) {
     this.sessionId = session || null;
+    this.viewToken = view || null;
+    this.readOnly = Boolean(this.viewToken);
+    this._base = base;
+    this._whyRefused = whyRefused;
+    this._refusalCheck = null; // the whyRefused() call in flight, if any
     this._size = size;
     this._onOutput = onOutput;
     this._onReady = onReady;
@@ -66,31 +105,37 @@ export class TerminalConnection {
     this._heartbeatTimer = null;
     this._heartbeatSentAt = null;
     this._sentSize = null;
-    this._view = null; // per-socket facts: the exit reason (false: none yet), the error that explains the close, user closed
+    // Per-socket facts: opened, the exit reason (false: none yet), the error
+    // that explains the close, user closed.
+    this._view = null;
   }
 
   connect() {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
+    this._refusalCheck = null;
     const { cols, rows } = this._size();
-    const socket = new WebSocket(socketUrl(window.location, { session: this.sessionId, cols, rows }));
+    const socket = new WebSocket(socketUrl(window.location, {
+      session: this.sessionId, view: this.viewToken, cols, rows, base: this._base,
+    }));
     socket.binaryType = 'arraybuffer';
+    socket.onopen = () => { if (socket === this._socket) this._view.opened = true; };
     socket.onmessage = (event) => this._receive(event.data);
     socket.onclose = (event) => this._closed(socket, event.code, event.reason);
     this._socket = socket;
     this._sentSize = { cols, rows };
-    this._view = { exited: false, closingError: null, userClosed: false };
+    this._view = { opened: false, exited: false, closingError: null, userClosed: false };
     this._onState({ state: 'connecting' });
   }
 
-  /** Keystrokes and pastes, as a binary frame; dropped while not connected. */
+  /** Keystrokes and pastes, as a binary frame; dropped while not connected (and always when read-only). */
   sendBytes(bytes) {
-    if (this._isOpen()) this._socket.send(bytes);
+    if (!this.readOnly && this._isOpen()) this._socket.send(bytes);
   }
 
-  /** Tell the server the terminal's size, unless it already has it. */
+  /** Tell the server the terminal's size, unless it already has it (never when read-only). */
   sendResize(cols, rows, { force = false } = {}) {
-    if (!this._isOpen()) return;
+    if (this.readOnly || !this._isOpen()) return;
     if (!force && this._sentSize && this._sentSize.cols === cols && this._sentSize.rows === rows) return;
     this._sentSize = { cols, rows };
     this._socket.send(controlMessage(Action.RESIZE, { cols, rows }));
@@ -100,6 +145,7 @@ export class TerminalConnection {
   disconnect() {
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
+    this._refusalCheck = null;
     if (this._isOpen()) {
       this._view.userClosed = true;
       this._socket.send(controlMessage(Action.DISCONNECT));
@@ -215,11 +261,18 @@ export class TerminalConnection {
     if (socket !== this._socket) return;
     const view = this._view;
     this._detach();
-    const reason = view.closingError?.message || closeReason(code, serverReason);
+    const error = view.closingError;
+    const reason = error?.message || closeReason(code, serverReason);
     if (view.userClosed) {
       this._onState({ state: 'closed', reason: 'disconnected', ended: false });
     } else if (view.exited) {
       this._onState({ state: 'closed', reason: `session ended (${view.exited})`, ended: true });
+    } else if (error?.code === ErrorCode.SHARE_REVOKED || code === CloseCode.FORBIDDEN) {
+      this._onState({ state: 'closed', reason: closeReason(CloseCode.FORBIDDEN), ended: true, revoked: true });
+    } else if (this._whyRefused && (!view.opened || error?.code === ErrorCode.UNAUTHORIZED)) {
+      // A handshake refused before the upgrade (the browser sees only 1006),
+      // or the server said the login ended: ask before trying again.
+      this._checkRefusal(error?.message || serverReason || null);
     } else if (FINAL_CLOSE_CODES.has(code)) {
       this._onState({ state: 'closed', reason, ended: code === CloseCode.NOT_FOUND });
     } else {
@@ -227,6 +280,18 @@ export class TerminalConnection {
       this._scheduleReconnect(view.closingError?.message || serverReason || null);
     }
     this._readyAt = null;
+  }
+
+  /** Stop for good when the refusal is final (logged out, link revoked); otherwise reconnect as usual. */
+  _checkRefusal(reason) {
+    const check = {};
+    this._refusalCheck = check;
+    this._whyRefused().catch(() => null).then((final) => {
+      if (this._refusalCheck !== check) return; // connect() or disconnect() came first
+      this._refusalCheck = null;
+      if (final) this._onState(final);
+      else this._scheduleReconnect(reason);
+    });
   }
 
   _scheduleReconnect(reason) {

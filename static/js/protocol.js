@@ -35,6 +35,10 @@ export const ErrorCode = Object.freeze({
   TOO_MANY_TERMINALS: 'too_many_terminals',
   BACKEND_UNAVAILABLE: 'backend_unavailable',
   INTERNAL_ERROR: 'internal_error',
+  RATE_LIMITED: 'rate_limited', // too many messages: the connection stays open
+  READ_ONLY: 'read_only', // a viewer of a share link tried to type or resize
+  SHARE_REVOKED: 'share_revoked', // the share link was revoked: close 4403
+  UNAUTHORIZED: 'unauthorized', // the login ended
 });
 
 // Errors the server sends just before it closes the socket (see the Errors table).
@@ -43,6 +47,7 @@ export const CLOSING_ERROR_CODES = new Set([
   ErrorCode.SESSION_LOST, ErrorCode.STORE_UNAVAILABLE, ErrorCode.SERVER_RESTARTING,
   ErrorCode.TOO_MANY_TERMINALS,
   ErrorCode.BACKEND_UNAVAILABLE, ErrorCode.INTERNAL_ERROR,
+  ErrorCode.SHARE_REVOKED, ErrorCode.UNAUTHORIZED,
 ]);
 
 export const CloseCode = Object.freeze({
@@ -54,13 +59,14 @@ export const CloseCode = Object.freeze({
   RESTART: 1012,
   TRY_AGAIN: 1013,
   BAD_HANDSHAKE: 4400,
+  FORBIDDEN: 4403, // a share link that was revoked
   NOT_FOUND: 4404,
 });
 
 // Closes after which reconnecting cannot help; every other code reconnects
 // (1008, a missed ping, is usually a laptop waking up: reconnecting is right).
 export const FINAL_CLOSE_CODES = new Set([
-  CloseCode.NORMAL, CloseCode.BAD_HANDSHAKE, CloseCode.NOT_FOUND,
+  CloseCode.NORMAL, CloseCode.BAD_HANDSHAKE, CloseCode.FORBIDDEN, CloseCode.NOT_FOUND,
 ]);
 
 export const MIN_COLS = 2;
@@ -89,12 +95,17 @@ export function decodeMessage(text) {
   return data;
 }
 
-/** The handshake URL: beside the page on the same host, wss: when the page is https:. */
-export function socketUrl(location, { session, cols, rows }) {
+/**
+ * The handshake URL: `ws` under the app's root (`base`, an absolute URL
+ * ending in '/'; the page's own URL by default), wss: when the page is https:.
+ * `view` is a share link's token: watch that link's terminal (no `session`).
+ */
+export function socketUrl(location, { session, view, cols, rows, base = location.href }) {
   // Relative, so the page also works when mounted under a path prefix.
-  const url = new URL('ws', location.href);
+  const url = new URL('ws', base);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  if (session) url.searchParams.set('session', session);
+  if (view) url.searchParams.set('view', view);
+  else if (session) url.searchParams.set('session', session);
   url.searchParams.set('cols', String(clamp(cols, MIN_COLS, MAX_COLS)));
   url.searchParams.set('rows', String(clamp(rows, MIN_ROWS, MAX_ROWS)));
   return url.href;

@@ -41,12 +41,14 @@ function openLink(event, uri) {
 /**
  * Create the terminal inside `container`. Returns {term, fit, search, renderer}
  * where renderer is 'webgl' or 'dom' (WebGL is missing in headless browsers
- * and on some GPUs; xterm's DOM renderer is the fallback).
+ * and on some GPUs; xterm's DOM renderer is the fallback). `readOnly`: a
+ * viewer's terminal, which takes no keyboard input.
  */
-export function createTerminal(container) {
+export function createTerminal(container, { readOnly = false } = {}) {
   const term = new Terminal({
     allowProposedApi: true, // the unicode11 addon needs term.unicode
-    cursorBlink: true,
+    cursorBlink: !readOnly,
+    disableStdin: readOnly,
     fontFamily: FONT_FAMILY,
     fontSize: 14,
     scrollback: 5000,
