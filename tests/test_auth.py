@@ -234,3 +234,26 @@ def test_open_terminals_end_with_their_login_or_token(auth_server):
     assert by_token.wait_closed().code == 4401
     # Only the views ended: both terminals run on for their owners.
     assert len(auth_server.tmux.list_sessions()) == 2
+
+
+def test_a_dead_redis_refuses_logins_clearly_and_keeps_open_terminals(gunicorn_factory, own_redis,
+                                                                      redis_prefix):
+    server = gunicorn_factory(auth="on", redis_url=own_redis.url, redis_prefix=redis_prefix)
+    server.add_user("alice", PASSWORDS["alice"])
+    alice = server.session("alice")
+    live = TermClient(server.url, headers=alice.cookie_header())
+    live.run("echo before-$((1+1))", "before-2")
+    pids = server.worker_pids()
+
+    own_redis.stop()
+    live.run("echo during-$((2+2))", "during-4")
+    for client, method, path in ((alice, "GET", "/api/me"), (alice, "GET", "/api/sessions"),
+                                 (HttpSession(server.url), "GET", "/login")):
+        status, headers, body = client.request(method, path)
+        assert status == 503 and json.loads(body)["error"]["code"] == "store_unavailable", path
+        assert headers["Retry-After"] == "5"
+    status, body = handshake_status(server, headers=alice.cookie_header())
+    assert (status, body["error"]["code"]) == (503, "store_unavailable")
+    live.run("echo still-$((3+3))", "still-6")
+    assert server.worker_pids() == pids
+    live.close()
