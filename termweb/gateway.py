@@ -461,7 +461,9 @@ class TerminalConnection:
         TERMWEB_WS_INPUT_BYTES_PER_SECOND.
 
         Over the limit, the reader waits (so TCP slows the client down and no
-        keystroke is lost) and the client is told ``rate_limited``.
+        keystroke is lost) and the client is told ``rate_limited``. Only the
+        reader waits: were another greenlet to, the reader would go on
+        queueing the client's messages in memory meanwhile.
         """
         wait = max(self._messages.take(1), self._bytes.take(size))
         if not wait:
@@ -471,7 +473,8 @@ class TerminalConnection:
             self._limited_told = now
             self.send(p.error(self.session_id, "rate_limited",
                               "input is arriving faster than this server accepts; it is being slowed down"))
-        gevent.sleep(wait)
+        if threading.current_thread() is self.ws.thread:
+            gevent.sleep(wait)
 
     def _refuse_viewer_input(self, frame: str | bytes) -> None:
         """A viewer's heartbeats are answered; anything else is refused
