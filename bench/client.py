@@ -7,11 +7,12 @@ another server (terminado's JSON messages, say) can stand in for this one.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
 import time
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import websocket
 
@@ -28,6 +29,7 @@ _ESCAPES = re.compile(
 _CONTROLS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 # A shell prompt's last visible character: bash's `$ ` / `# `, zsh's `% `, `> `.
 PROMPT_END = re.compile(rb"[$#%>]\s*\Z")
+CSRF_FIELD = re.compile(rb'name="csrf_token" value="([^"]+)"')
 
 
 def visible(data: bytes) -> bytes:
@@ -45,20 +47,25 @@ class TermClient:
     """One termweb terminal over a WebSocket: binary frames both ways."""
 
     def __init__(self, base_url: str, cols: int = 120, rows: int = 30, timeout: float = 10.0,
-                 session: str | None = None, restore: bool = True):
+                 session: str | None = None, restore: bool = True,
+                 headers: dict[str, str] | None = None, query: dict[str, str] | None = None):
         """Open a new terminal, or with ``session`` reattach that one (its
         history first unless ``restore`` is false); return once ``ready`` came.
+        ``headers`` (a login cookie, ``Authorization``) go with the handshake,
+        ``query`` (``token``) into its URL.
 
         Raises Closed when the server refuses or drops the connection, and
-        websocket-client's or the socket's errors when it cannot be reached.
+        websocket-client's or the socket's errors when it cannot be reached
+        (a refused handshake: websocket.WebSocketBadStatusException).
         """
-        params = {"cols": cols, "rows": rows}
+        params = {"cols": cols, "rows": rows, **(query or {})}
         if session is not None:
             params["session"] = session
             if not restore:
                 params["restore"] = 0
         url = base_url.replace("http", "ws", 1) + "/ws?" + urlencode(params)
-        self.ws = websocket.create_connection(url, timeout=timeout, sockopt=NODELAY)
+        self.ws = websocket.create_connection(url, timeout=timeout, sockopt=NODELAY,
+                                              header=headers or {})
         self.opened_at = time.perf_counter()  # the upgrade (HTTP 101) is done
         self._timeout = timeout
         try:
@@ -199,3 +206,52 @@ def wait_for_prompt(term, quiet: float = 0.3, limit: float = 30.0) -> float:
             continue
         text = (text + visible(data))[-4096:]
         candidate = arrived if PROMPT_END.search(text) else None
+
+
+# -- logging in: termweb's login form, as a browser fills it in -------------------
+
+def http_request(base_url: str, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None,
+                 timeout: float = 10.0) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """One request on a new connection (no redirects followed): status, headers, body."""
+    where = urlsplit(base_url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def _cookies(headers: http.client.HTTPMessage, jar: dict[str, str]) -> dict[str, str]:
+    """``jar`` updated with the response's Set-Cookie name=value pairs."""
+    jar = dict(jar)
+    for line in headers.get_all("Set-Cookie") or []:
+        name, _, value = line.split(";", 1)[0].partition("=")
+        jar[name.strip()] = value.strip()
+    return jar
+
+
+def cookie_header(jar: dict[str, str]) -> dict[str, str]:
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in jar.items())}
+
+
+def login_form(base_url: str) -> tuple[dict[str, str], str]:
+    """GET /login: the cookies it set (the session holding the CSRF token) and the form's token."""
+    status, headers, body = http_request(base_url, "GET", "/login")
+    found = CSRF_FIELD.search(body)
+    if status != 200 or not found:
+        raise Closed(f"GET /login answered {status} without a csrf_token field")
+    return _cookies(headers, {}), found.group(1).decode()
+
+
+def post_login(base_url: str, jar: dict[str, str], csrf: str, user: str,
+               password: str) -> tuple[int, dict[str, str]]:
+    """POST /login with the form's fields: the status (302 logged in, 401 refused)
+    and the cookies after it (``termweb_session``: the login)."""
+    form = urlencode({"csrf_token": csrf, "username": user, "password": password, "next": "/"})
+    status, headers, _ = http_request(
+        base_url, "POST", "/login", form.encode(),
+        {"Content-Type": "application/x-www-form-urlencoded", **cookie_header(jar)})
+    return status, _cookies(headers, jar)

@@ -56,6 +56,46 @@ METRICS = {
     "redis_ops_per_connect": ("Redis commands per connect (new terminal)", "commands", None),
     "redis_ops_per_reattach": ("Redis commands per reattach", "commands", None),
     "redis_ops_per_disconnect": ("Redis commands per disconnect", "commands", None),
+    # Issue #4: login and handshake overhead (termweb alone: terminado has no
+    # login in the benchmark). "ms added": the way in minus login off.
+    "auth_off_connect_p50_ms": ("Auth off: connect a new terminal → first prompt, p50", "ms", None),
+    "auth_off_connect_p95_ms": ("Auth off: connect a new terminal → first prompt, p95", "ms", None),
+    "auth_cookie_connect_p50_ms": ("Auth on, login cookie: connect → first prompt, p50", "ms", None),
+    "auth_cookie_connect_p95_ms": ("Auth on, login cookie: connect → first prompt, p95", "ms", None),
+    "auth_cookie_connect_added_p50_ms": ("Auth on, login cookie: added to connect → prompt, p50",
+                                         "ms added", None),
+    "auth_cookie_connect_added_p95_ms": ("Auth on, login cookie: added to connect → prompt, p95",
+                                         "ms added", None),
+    "auth_bearer_connect_p50_ms": ("Auth on, `Authorization: Bearer`: connect → first prompt, p50",
+                                   "ms", None),
+    "auth_bearer_connect_p95_ms": ("Auth on, `Authorization: Bearer`: connect → first prompt, p95",
+                                   "ms", None),
+    "auth_bearer_connect_added_p50_ms": ("Auth on, `Authorization: Bearer`: added to connect → "
+                                         "prompt, p50", "ms added", None),
+    "auth_bearer_connect_added_p95_ms": ("Auth on, `Authorization: Bearer`: added to connect → "
+                                         "prompt, p95", "ms added", None),
+    "auth_query_connect_p50_ms": ("Auth on, `?token=`: connect → first prompt, p50", "ms", None),
+    "auth_query_connect_p95_ms": ("Auth on, `?token=`: connect → first prompt, p95", "ms", None),
+    "auth_query_connect_added_p50_ms": ("Auth on, `?token=`: added to connect → prompt, p50",
+                                        "ms added", None),
+    "auth_query_connect_added_p95_ms": ("Auth on, `?token=`: added to connect → prompt, p95",
+                                        "ms added", None),
+    "auth_off_upgrade_p50_ms": ("Auth off: handshake → upgraded (HTTP 101), p50", "ms", None),
+    "auth_cookie_upgrade_p50_ms": ("Auth on, login cookie: handshake → upgraded, p50", "ms", None),
+    "auth_cookie_upgrade_added_p50_ms": ("Auth on, login cookie: added to the upgrade, p50",
+                                         "ms added", None),
+    "auth_bearer_upgrade_p50_ms": ("Auth on, `Authorization: Bearer`: handshake → upgraded, p50",
+                                   "ms", None),
+    "auth_bearer_upgrade_added_p50_ms": ("Auth on, `Authorization: Bearer`: added to the upgrade, "
+                                         "p50", "ms added", None),
+    "auth_query_upgrade_p50_ms": ("Auth on, `?token=`: handshake → upgraded, p50", "ms", None),
+    "auth_query_upgrade_added_p50_ms": ("Auth on, `?token=`: added to the upgrade, p50",
+                                        "ms added", None),
+    "auth_refused_p50_ms": ("Auth on, anonymous handshake → HTTP 401, p50", "ms", None),
+    "auth_refused_p95_ms": ("Auth on, anonymous handshake → HTTP 401, p95", "ms", None),
+    "auth_login_p50_ms": ("Login: POST /login, right password → 302, p50", "ms", None),
+    "auth_login_p95_ms": ("Login: POST /login, right password → 302, p95", "ms", None),
+    "auth_login_wrong_p50_ms": ("Login: POST /login, wrong password → 401, p50", "ms", None),
 }
 
 
@@ -119,6 +159,8 @@ def _fmt(value: float | None, unit: str) -> str:
         return "—"
     if unit == "ms":
         return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+    if unit == "ms added":  # a difference: signed
+        return f"{value:+.3f} ms" if abs(value) < 10 else f"{value:+.1f} ms"
     if unit == "MB":
         return f"{value:.2f} MB"
     if unit in ("s", "CPU s"):
@@ -157,6 +199,25 @@ def table(results: dict) -> list[str]:
     return rows
 
 
+def counts(params: dict) -> str:
+    """The run's counts, for the scenarios it ran (``--only``)."""
+    auth = (f"{params.get('auth_connects', 0)} connects per way in (login off, cookie, bearer, "
+            f"`?token=`) and as many anonymous handshakes, {params.get('auth_logins', 0)} logins "
+            "with the right password and as many with a wrong one")
+    if params.get("only") == "auth":
+        return "termweb alone: " + auth
+    return (
+        f"{params['keystrokes']} keystrokes per idle echo run, {params['load_keystrokes']} "
+        f"beside {', '.join(map(str, params['load_steps']))} printing terminals "
+        f"(`{params['load_loop']}` loop, a line every 50 ms each), {params['connects']} connects "
+        f"(new and reattached), {params['reattaches']} reconnects, `seq 1 {params['bulk_lines']}`, "
+        f"capacity steps {', '.join(map(str, params['capacity_steps']))} with "
+        f"{params['probe_keystrokes']} probe keystrokes each; termweb alone: "
+        f"{params['memory_terminals']} terminals for memory, {params['kill_sessions']} terminals "
+        f"wanted on the killed worker, {params['redis_keystrokes']} keystrokes and "
+        f"{params['redis_cycles']} connect cycles counting Redis commands, " + auth)
+
+
 def markdown(results: dict, chart: str | None = None) -> str:
     params, ctx = results["parameters"], results["context"]
     before, after = ctx["loadavg_before"], ctx["loadavg_after"]
@@ -166,16 +227,7 @@ def markdown(results: dict, chart: str | None = None) -> str:
         "",
         *table(results),
         "",
-        f"* Counts: {params['keystrokes']} keystrokes per idle echo run, {params['load_keystrokes']} "
-        f"beside {', '.join(map(str, params['load_steps']))} printing terminals "
-        f"(`{params['load_loop']}` loop, a line every 50 ms each), {params['connects']} connects "
-        f"(new and reattached), {params['reattaches']} reconnects, `seq 1 {params['bulk_lines']}`, "
-        f"capacity steps {', '.join(map(str, params['capacity_steps']))} with "
-        f"{params['probe_keystrokes']} probe keystrokes each; termweb alone: "
-        f"{params['memory_terminals']} terminals for memory, {params['kill_sessions']} terminals "
-        f"wanted on the killed worker, {params['redis_keystrokes']} keystrokes and "
-        f"{params['redis_cycles']} connect cycles counting Redis commands"
-        + (" (smoke run)" if params["smoke"] else ""),
+        "* Counts: " + counts(params) + (" (smoke run)" if params["smoke"] else ""),
         "* Each compared metric: "
         + ("one run" if params["repeat"] == 1 else f"the median of {params['repeat']} runs")
         + " per target, a fresh server for every scenario",

@@ -3,15 +3,18 @@
 Runs the same scenarios against each target (termweb, then terminado as the
 reference peer: bench/peer.py), a fresh server for every scenario and target,
 over 127.0.0.1; then termweb's own scenarios (memory by part, a killed
-worker, Redis commands), which have no counterpart in terminado. Writes
+worker, Redis commands, what login costs), which have no counterpart in
+terminado (it has no login in the benchmark: every termweb runs with
+TERMWEB_AUTH=off but the auth scenario's second server). Writes
 ``termweb-<UTC timestamp>.json``, ``.md`` (the table, also printed) and
 ``.png`` (bench/chart.py) into --out. See bench/__init__.py for the modules.
 
 Default counts (``FULL``, ``FULL_STEPS``) keep a run on a 2-core machine
-near 6 minutes (half of it termweb's capacity ladder; every step is bounded);
-``--smoke`` takes the ``SMOKE`` ones (under 40 s). With
-``--repeat N`` every compared scenario runs N times per target and each
-metric is the median of the N values (default 1, for time's sake).
+near 7 minutes (half of it termweb's capacity ladder; every step is bounded;
+the auth scenario ~55 s); ``--smoke`` takes the ``SMOKE`` ones (under a
+minute). With ``--repeat N`` every compared scenario (and the auth scenario)
+runs N times per target and each metric is the median of the N values
+(default 1, for time's sake).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import functools
 import os
 import platform
 import resource
+import secrets
 import signal
 import statistics
 import subprocess
@@ -38,14 +42,20 @@ from .server import ROOT, BenchError, RedisServer, TermwebServer, rc_free_shell
 
 FULL = {"keystrokes": 500, "load_keystrokes": 300, "connects": 20, "reattaches": 50,
         "bulk_lines": 2_000_000, "probe_keystrokes": 100, "memory_terminals": 100,
-        "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5, "repeat": 1}
+        "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5,
+        "auth_connects": 25, "auth_logins": 20, "repeat": 1}
 SMOKE = {"keystrokes": 20, "load_keystrokes": 20, "connects": 3, "reattaches": 3,
          "bulk_lines": 20_000, "probe_keystrokes": 20, "memory_terminals": 3,
-         "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1, "repeat": 1}
+         "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1,
+         "auth_connects": 3, "auth_logins": 3, "repeat": 1}
 # Lists: terminals printing beside the echo probe; the capacity ladder's steps.
 FULL_STEPS = {"load_steps": [20, 50, 100], "capacity_steps": [100, 500, 1000]}
 SMOKE_STEPS = {"load_steps": [2], "capacity_steps": [3, 6]}
-HELP = {"repeat": "runs of every compared scenario per target, each metric the median; ",
+HELP = {"repeat": "runs of every compared scenario per target (and of the auth scenario), "
+                  "each metric the median; ",
+        "auth_connects": "new terminals per way in (login off, cookie, bearer, ?token=) and "
+                         "anonymous handshakes refused; ",
+        "auth_logins": "logins with the right password, and as many with a wrong one; ",
         "load_keystrokes": "echo probe beside the printing terminals; ",
         "probe_keystrokes": "echo probe at each capacity step; "}
 TARGET_NAMES = ("termweb", "terminado")
@@ -87,10 +97,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  f"{','.join(map(str, SMOKE_STEPS[name]))}")
     parser.add_argument("--targets", type=_targets, default=list(TARGET_NAMES),
                         help="comma-separated: termweb, terminado (default both)")
-    parser.add_argument("--only", choices=("gateway", "sessions"), default=None,
+    parser.add_argument("--only", choices=("gateway", "sessions", "auth"), default=None,
                         help="run one group of scenarios: 'gateway' (echo, load, connect, bulk "
-                             "output, capacity; termweb's memory by part) or 'sessions' "
-                             "(reconnect; termweb's worker kill and Redis commands)")
+                             "output, capacity; termweb's memory by part), 'sessions' "
+                             "(reconnect; termweb's worker kill and Redis commands) or 'auth' "
+                             "(termweb alone: login and handshake overhead)")
     parser.add_argument("--load-loop", choices=("sleep", "read"), default="read",
                         help="the load terminals' loop, both printing a line every 50 ms: "
                              "'read' (default: `read -t`, no fork per line) or 'sleep' (forks a "
@@ -110,6 +121,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--memory-terminals must be at least 2")
     if args.capacity_steps[0] < 2:
         parser.error("--capacity-steps must start at 2 or more (the probe terminal is one)")
+    if args.only == "auth":  # termweb's own: nothing to compare
+        if "termweb" not in args.targets:
+            parser.error("--only auth measures termweb: --targets must include it")
+        args.targets = ["termweb"]
     return args
 
 
@@ -356,10 +371,13 @@ def run(args) -> dict:
         compare(args, [make_target(name, shell) for name in args.targets], results)
     if "termweb" in args.targets:
         ours, details = results["metrics"]["termweb"], results["details"]["termweb"]
-        if args.only != "sessions":
+        if args.only in (None, "gateway"):
             termweb_memory(args, ours, details, results["notes"])
-        if args.only != "gateway":
+        if args.only in (None, "sessions"):
             termweb_sessions(args, ours, details, results["notes"])
+        if args.only in (None, "auth"):
+            with rc_free_shell() as shell:
+                termweb_auth(args, shell, results)
     results["ratios"] = report.ratios(results)
     ctx["loadavg_after"] = os.getloadavg()
     results["duration_s"] = time.monotonic() - started
@@ -461,6 +479,60 @@ def termweb_sessions(args, metrics: dict, details: dict, notes: list[str]) -> No
     notes.append("termweb: Redis commands by step (script-internal ones included): " + "; ".join(
         f"{step}: " + ", ".join(f"{name} {calls:g}" for name, calls in sorted(ops[f"{step}_calls"].items()))
         for step in ("connect", "reattach", "disconnect")))
+
+
+AUTH_USER = "bench"
+
+
+def termweb_auth(args, shell: str, results: dict) -> None:
+    """Issue #4: what login adds to connect → prompt, the refusal of a
+    stranger's handshake, and a login itself (scenarios.auth_overhead), on a
+    login-off and a login-on termweb side by side. ``--repeat`` times, each
+    metric the median of the runs."""
+    metrics, runs = results["metrics"]["termweb"], []
+    for repeat in range(args.repeat):
+        _log(f"termweb: login and handshake overhead, {args.auth_connects} connects per way in, "
+             f"{args.auth_logins} logins" + (f" (run {repeat + 1} of {args.repeat})"
+                                             if args.repeat > 1 else ""))
+        with TermwebServer({"TERMWEB_SHELL": shell, "TERMWEB_AUTH": "off"}) as off, \
+                TermwebServer({"TERMWEB_SHELL": shell, "TERMWEB_AUTH": "on"}) as on:
+            password = secrets.token_urlsafe(18)
+            on.cli("user", "add", AUTH_USER, "--password-stdin", stdin=password + "\n")
+            token = on.cli("token", "create", AUTH_USER, "--label", "bench").strip()
+            out = scenarios.auth_overhead(off.base_url, on.base_url, AUTH_USER, password, token,
+                                          args.auth_connects, args.auth_logins)
+        runs.append(auth_metrics(out))
+    metrics.update(median_metrics(runs))
+    if args.repeat > 1:
+        repeats = results["repeats"].setdefault("termweb", [{} for _ in runs])
+        for values, extra in zip(repeats, runs):
+            values.update(extra)
+    results["details"]["termweb"]["auth"] = out  # the last run's
+    p50 = {way: report.percentile(out[way]["ready_ms"], 50) for way in scenarios.AUTH_WAYS}
+    results["notes"].append(
+        "termweb: auth (last run), connect → `ready` p50: " + ", ".join(
+            f"{way} {p50[way]:.1f} ms" for way in scenarios.AUTH_WAYS)
+        + "; first connect each way (unmeasured): " + ", ".join(
+            f"{way} {out[way]['cold_ms']:.1f} ms" for way in scenarios.AUTH_WAYS)
+        + f"; GET /login p50 {report.percentile(out['login_page_ms'], 50):.1f} ms")
+
+
+def auth_metrics(out: dict) -> dict[str, float]:
+    """The auth scenario's figures, and what each way in adds to the login-off one."""
+    metrics = {}
+    for way in scenarios.AUTH_WAYS:
+        metrics |= report.summary(out[way]["samples_ms"], f"auth_{way}_connect", (50, 95),
+                                  maximum=False)
+        metrics |= report.summary(out[way]["upgrade_ms"], f"auth_{way}_upgrade", (50,),
+                                  maximum=False)
+    for way in scenarios.AUTH_WAYS[1:]:
+        for what, q in (("connect", 50), ("connect", 95), ("upgrade", 50)):
+            metrics[f"auth_{way}_{what}_added_p{q}_ms"] = (
+                metrics[f"auth_{way}_{what}_p{q}_ms"] - metrics[f"auth_off_{what}_p{q}_ms"])
+    metrics |= report.summary(out["refused_ms"], "auth_refused", (50, 95), maximum=False)
+    metrics |= report.summary(out["login_ms"], "auth_login", (50, 95), maximum=False)
+    metrics |= report.summary(out["login_wrong_ms"], "auth_login_wrong", (50,), maximum=False)
+    return metrics
 
 
 def _terminate(signum, frame):

@@ -17,7 +17,8 @@ from typing import Callable
 import websocket
 
 from . import load
-from .client import Closed, TermClient, drain, visible, wait_for_prompt
+from .client import (NODELAY, Closed, TermClient, cookie_header, drain, login_form, post_login,
+                     visible, wait_for_prompt)
 from .report import percentile
 from .server import BenchError
 
@@ -512,6 +513,103 @@ def redis_operations(base_url: str, keystrokes: int, cycles: int,
             **{f"per_{step}": sum(steps[step].values()) / per[step] for step in steps},
             **{f"{step}_calls": {name: calls / per[step] for name, calls in steps[step].items()}
                for step in steps}}
+
+
+# The ways into a terminal the auth scenario compares, in its table's order:
+# login off, then login on with each credential /ws accepts.
+AUTH_WAYS = ("off", "cookie", "bearer", "query")
+AUTH_PAUSE = 0.1  # between connects, as in connect_to_prompt
+
+
+def auth_overhead(off_url: str, on_url: str, user: str, password: str, token: str,
+                  connects: int, logins: int, connect: Callable = TermClient) -> dict:
+    """Scenario 10 (issue #4): what login costs a connect, and a login itself.
+
+    Two servers: ``off_url`` with TERMWEB_AUTH=off, ``on_url`` with login on,
+    where ``user`` has ``password`` and the API token ``token``. A new
+    terminal is connected up to its first prompt (connect_to_prompt's
+    method: handshake start to the frame completing the prompt) ``connects``
+    times in each of four ways, in turn, each round starting with the next
+    way (so drift in the machine's load spreads over all four):
+
+    * ``off``: no credential, login off (the baseline);
+    * ``cookie``: the ``termweb_session`` cookie of one login (GET /login,
+      then POST /login with the form's csrf_token), sent with the handshake;
+    * ``bearer``: ``Authorization: Bearer <token>``;
+    * ``query``: ``/ws?token=<token>``.
+
+    One connect each way comes first, unmeasured (``cold_ms``). Then
+    ``connects`` anonymous handshakes to the login-on server, each refused
+    with HTTP 401 before the upgrade (``refused_ms``: handshake start to the
+    refusal read); then ``logins`` logins, each a GET /login
+    (``login_page_ms``) and a timed POST /login with the right password
+    (``login_ms``, answered 302 with a new session cookie), and as many with
+    a wrong one (``login_wrong_ms``, answered 401).
+    """
+    jar, csrf = login_form(on_url)
+    status, jar = post_login(on_url, jar, csrf, user, password)
+    if status != 302 or "termweb_session" not in jar:
+        raise BenchError(f"could not log in as {user}: POST /login answered {status}")
+    ways = {"off": (off_url, {}, {}),
+            "cookie": (on_url, cookie_header({"termweb_session": jar["termweb_session"]}), {}),
+            "bearer": (on_url, {"Authorization": f"Bearer {token}"}, {}),
+            "query": (on_url, {}, {"token": token})}
+
+    def once(way: str) -> tuple[float, float, float]:
+        """(prompt, upgrade, ready) in ms from the handshake's start."""
+        url, headers, query = ways[way]
+        start = time.perf_counter()
+        term = connect(url, headers=headers, query=query)
+        try:
+            prompt = wait_for_prompt(term)
+            return tuple((at - start) * 1000 for at in (prompt, term.opened_at, term.ready_at))
+        finally:
+            term.end()
+            time.sleep(AUTH_PAUSE)
+
+    out = {way: {"samples_ms": [], "upgrade_ms": [], "ready_ms": [], "cold_ms": once(way)[0]}
+           for way in AUTH_WAYS}
+    for round_ in range(connects):
+        shift = round_ % len(AUTH_WAYS)
+        for way in AUTH_WAYS[shift:] + AUTH_WAYS[:shift]:
+            prompt, upgrade, ready = once(way)
+            out[way]["samples_ms"].append(prompt)
+            out[way]["upgrade_ms"].append(upgrade)
+            out[way]["ready_ms"].append(ready)
+
+    refused = []
+    anonymous = on_url.replace("http", "ws", 1) + "/ws?cols=120&rows=30"
+    for _ in range(connects):
+        start = time.perf_counter()
+        try:
+            ws = websocket.create_connection(anonymous, timeout=10, sockopt=NODELAY)
+        except websocket.WebSocketBadStatusException as refusal:
+            refused.append((time.perf_counter() - start) * 1000)
+            if refusal.status_code != 401:
+                raise BenchError(f"an anonymous handshake was refused with "
+                                 f"{refusal.status_code}, not 401") from None
+        else:
+            ws.shutdown()
+            raise BenchError("an anonymous handshake was accepted with login on")
+
+    page, good, wrong = [], [], []
+    for _ in range(logins):
+        for right in (True, False):
+            start = time.perf_counter()
+            jar, csrf = login_form(on_url)
+            if right:
+                page.append((time.perf_counter() - start) * 1000)
+            before = jar.get("termweb_session")
+            start = time.perf_counter()
+            status, jar = post_login(on_url, jar, csrf, user,
+                                     password if right else password + "-wrong")
+            (good if right else wrong).append((time.perf_counter() - start) * 1000)
+            expected = 302 if right else 401
+            if status != expected or (right and jar.get("termweb_session") in (None, before)):
+                raise BenchError(f"POST /login with the {'right' if right else 'wrong'} password "
+                                 f"answered {status}, not {expected}")
+    return {**out, "refused_ms": refused, "login_page_ms": page, "login_ms": good,
+            "login_wrong_ms": wrong, "connects": connects, "logins": logins}
 
 
 # Bulk output: the marker is printed, not typed (the command line reads `$((6*7))`).

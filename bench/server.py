@@ -136,25 +136,42 @@ def rc_free_shell():
 
 
 class TermwebServer(LoggedServer):
-    """One gunicorn + one tmux server on a socket of its own. Use as a context manager."""
+    """One gunicorn + one tmux server on a socket of its own, with an instance
+    folder (users, tokens, secret key) of its own in a temporary directory, so
+    a benchmark never touches the repository's instance/. Use as a context manager."""
 
     name = "termweb"
+    # Every benchmark server's settings unless ``extra_env`` overrides them.
+    # Login off: terminado has no login in the benchmark, so the compared
+    # scenarios run without (the auth scenario turns it on). Limits meant for
+    # people, not for a benchmark opening a thousand terminals in a minute.
+    BASE_ENV = {
+        "TERMWEB_AUTH": "off",
+        "TERMWEB_CREATE_RATE": "100000/minute",
+        "TERMWEB_MAX_SESSIONS_PER_USER": "100000",
+        "TERMWEB_LOGIN_RATE_IP": "10000/minute",
+        "TERMWEB_LOGIN_RATE_ACCOUNT": "10000/minute",
+    }
 
     def __init__(self, extra_env: dict[str, str] | None = None):
         super().__init__()
         self.port = free_port()
         self.tmux_socket = f"termweb-bench-{uuid.uuid4().hex[:12]}"
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._instance = tempfile.TemporaryDirectory(prefix="termweb-bench-instance-")
         self.extra_env = extra_env or {}
+        self.env = {**os.environ, "TERMWEB_PORT": str(self.port),
+                    "TERMWEB_TMUX_SOCKET": self.tmux_socket, "TERMWEB_SHELL": "/bin/bash",
+                    "TERMWEB_INSTANCE_PATH": os.path.join(self._instance.name, "instance"),
+                    **self.BASE_ENV, **self.extra_env}
         self.process: subprocess.Popen | None = None
 
     # -- life cycle
     def start(self) -> "TermwebServer":
-        env = {**os.environ, "TERMWEB_PORT": str(self.port), "TERMWEB_TMUX_SOCKET": self.tmux_socket,
-               "TERMWEB_SHELL": "/bin/bash", **self.extra_env}
         self.process = subprocess.Popen(
             [_python(), "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT,
             # Out of the terminal's process group: a Ctrl-C reaches only the
             # benchmark, which then stops the server itself (below).
             start_new_session=True)
@@ -183,6 +200,19 @@ class TermwebServer(LoggedServer):
             # Removes the socket and the in-memory instance lock too.
             TmuxServer(self.tmux_socket, "/bin/bash").kill_server()
             self._log.close()
+            self._instance.cleanup()
+
+    def cli(self, *args: str, stdin: str = "") -> str:
+        """Run `termweb …` (users, tokens) on this server's store; its stdout.
+        BenchError if it fails."""
+        command = Path(_python()).with_name("termweb")
+        argv = [str(command)] if command.exists() else [_python(), "-m", "termweb.cli"]
+        done = subprocess.run([*argv, *args], cwd=ROOT, env=self.env, input=stdin, text=True,
+                              capture_output=True, timeout=60)
+        if done.returncode != 0:
+            raise BenchError(f"termweb {' '.join(args[:2])} failed ({done.returncode}): "
+                             f"{done.stderr.strip()}")
+        return done.stdout
 
     # -- what the measurements need
     def tmux_server_pid(self) -> int | None:

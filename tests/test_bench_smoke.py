@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Measured for both targets; the smoke counts: load step 2, capacity steps 3 and 6.
@@ -30,7 +32,15 @@ TERMWEB_KEYS = [
     "kill_affected_sessions", "kill_total_ms", "kill_p50_ms", "kill_p95_ms",
     "redis_ops_per_keystroke", "redis_ops_per_connect", "redis_ops_per_reattach",
     "redis_ops_per_disconnect",
+    # Issue #4: login off, then on with each credential /ws accepts.
+    *(f"auth_{way}_{what}" for way in ("off", "cookie", "bearer", "query")
+      for what in ("connect_p50_ms", "connect_p95_ms", "upgrade_p50_ms")),
+    "auth_refused_p50_ms", "auth_refused_p95_ms",
+    "auth_login_p50_ms", "auth_login_p95_ms", "auth_login_wrong_p50_ms",
 ]
+# What each way in with login on adds to login off: (way, figure), any sign.
+AUTH_ADDED = [(way, figure) for way in ("cookie", "bearer", "query")
+              for figure in ("connect_p50", "connect_p95", "upgrade_p50")]
 
 
 def _number(key: str, value) -> None:
@@ -59,6 +69,11 @@ def test_smoke_run_writes_json_markdown_and_chart(tmp_path):
     for key in TERMWEB_KEYS:
         assert key in metrics["termweb"], f"{key} missing from {sorted(metrics['termweb'])}"
         _number(key, metrics["termweb"][key])
+    for way, figure in AUTH_ADDED:
+        what, q = figure.split("_")
+        added = metrics["termweb"][f"auth_{way}_{what}_added_{q}_ms"]
+        assert added == pytest.approx(metrics["termweb"][f"auth_{way}_{figure}_ms"]
+                                      - metrics["termweb"][f"auth_off_{figure}_ms"])
     for key in COMPARED_KEYS:  # a ratio wherever terminado's figure is not 0
         if metrics["terminado"][key]:
             assert results["ratios"][key] == metrics["termweb"][key] / metrics["terminado"][key]
@@ -80,6 +95,12 @@ def test_smoke_run_writes_json_markdown_and_chart(tmp_path):
     assert len(kill["samples_ms"]) == kill["affected"] == metrics["termweb"]["kill_affected_sessions"]
     assert metrics["termweb"]["kill_p50_ms"] <= metrics["termweb"]["kill_total_ms"] == max(kill["samples_ms"])
     assert metrics["termweb"]["redis_ops_per_connect"] >= 1
+    # Issue #4: every way in measured each time, every stranger refused, every login made.
+    auth, params = results["details"]["termweb"]["auth"], results["parameters"]
+    for way in ("off", "cookie", "bearer", "query"):
+        assert len(auth[way]["samples_ms"]) == params["auth_connects"]
+    assert len(auth["refused_ms"]) == params["auth_connects"]
+    assert len(auth["login_ms"]) == len(auth["login_wrong_ms"]) == params["auth_logins"]
     for key in ("nproc", "loadavg_before", "loadavg_after", "date", "python", "gevent", "tmux",
                 "terminado"):
         assert key in results["context"], key
@@ -91,4 +112,6 @@ def test_smoke_run_writes_json_markdown_and_chart(tmp_path):
     assert "Capacity, 6 open: memory per terminal, PSS" in table
     assert "Reconnect: dropped connection → screen restored, p50" in table
     assert "Redis commands per keystroke" in table and files["png"][0].name in table
+    assert "Auth on, login cookie: added to connect → prompt, p50" in table
+    assert "Login: POST /login, right password → 302, p50" in table
     assert header in done.stdout  # the table is printed too
