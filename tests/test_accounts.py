@@ -114,12 +114,16 @@ def test_the_file_takes_writers_from_several_processes(tmp_path):
     assert [u.name for u in Accounts(FileRecords(directory)).users()] == names
 
 
-def test_hashing_leaves_the_hub_free(tmp_path):
+def test_hashing_leaves_the_hub_free_and_the_memory_returned(tmp_path):
     """Argon2 runs in a thread pool under gevent: other greenlets go on meanwhile."""
     result = run_patched("""
         import json, time, gevent
         from termweb.accounts import Passwords
+        def rss_kb():
+            with open("/proc/self/status") as status:
+                return next(int(l.split()[1]) for l in status if l.startswith("VmRSS"))
         passwords = Passwords()
+        rss_before = rss_kb()
         one = time.monotonic()
         passwords._hasher.hash("alone")  # on the hub, as a blocking call would run
         one = time.monotonic() - one
@@ -133,8 +137,11 @@ def test_hashing_leaves_the_hub_free(tmp_path):
         took = time.monotonic() - started
         ok = all(passwords.verify(g.value, "pass-%d" % i) for i, g in enumerate(hashing))
         longest = max([b - a for a, b in zip(ticks, ticks[1:]) if a >= started], default=took)
-        print(json.dumps({"one": one, "took": took, "longest_gap": longest, "ok": ok}))
+        print(json.dumps({"one": one, "took": took, "longest_gap": longest, "ok": ok,
+                          "grew_kb": rss_kb() - rss_before}))
     """, tmp_path)
     assert result["ok"]
     # The ticker never waited as long as one hash takes.
     assert result["longest_gap"] < result["one"] * 0.6, result
+    # Nor does the worker keep the hashes' 19 MiB (each fork would copy it).
+    assert result["grew_kb"] < 8 * 1024, result
