@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     logging.getLogger("termweb").setLevel(settings.log_level.upper())
     app = Flask(__name__, static_folder=str(ROOT / "static"),
                 template_folder=str(ROOT / "templates"))
+    # /api//sessions is a 404 like any unknown path, not an HTML redirect.
+    app.url_map.merge_slashes = False
     app.config["SOCK_SERVER_OPTIONS"] = {
         # Pings are the gateway's own (TerminalConnection._ping).
         "ping_interval": None,

@@ -190,7 +190,10 @@ def _json_body() -> dict:
         return {}
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type", "send a JSON body (Content-Type: application/json)")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     return body

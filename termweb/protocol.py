@@ -74,9 +74,13 @@ class ClientMessage:
 def parse_client_message(text: str) -> ClientMessage:
     """Parse and validate one client text frame, or raise ProtocolError."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
         raise ProtocolError("invalid_json", f"text frame is not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # a number out of range (int() caps its digits)
+        raise ProtocolError("invalid_json", f"text frame is not usable JSON ({exc})"[:200]) from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "text frame is nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid_message", "a message must be a JSON object")
     message_id = data.get("messageId")
@@ -126,13 +130,13 @@ def _heartbeat(payload: Any) -> dict:
 def _input(payload: Any) -> str:
     if not isinstance(payload, str):
         raise ProtocolError("invalid_field", "input payload must be a string")
-    return payload
+    return _unicode(payload, "input payload")
 
 
 def _command(payload: Any) -> dict:
     if not isinstance(payload, dict) or not isinstance(payload.get("command"), str):
         raise ProtocolError("invalid_field", "command needs a payload object with a string 'command'")
-    command = payload["command"]
+    command = _unicode(payload["command"], "command")
     if len(command) > MAX_COMMAND_CHARS:
         raise ProtocolError("invalid_field", f"command is longer than {MAX_COMMAND_CHARS} characters")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in command):
@@ -144,6 +148,27 @@ def _command(payload: Any) -> dict:
 
 
 _VALIDATORS = {CONTROL: _control, HEARTBEAT: _heartbeat, INPUT: _input, COMMAND: _command}
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
+def _unicode(text: str, what: str) -> str:
+    """``text`` if it can be written as UTF-8 (JSON's \\ud800 escapes can make
+    lone surrogates that cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("invalid_field", f"{what} holds a lone surrogate; send valid Unicode") from None
+    return text
 
 
 def _is_int(value: Any) -> bool:

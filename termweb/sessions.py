@@ -125,8 +125,8 @@ class SessionRouter:
         try:
             self.tmux.new_session(state.session_id, cols, rows, working_directory,
                                   environment, owner=user_id)
-        except TmuxError:
-            self._forget(state.session_id)
+        except Exception:
+            self._forget(state.session_id)  # no record of a session that never started
             raise
         return state
 
@@ -234,5 +234,9 @@ def validate_environment(environment) -> dict[str, str]:
         if not isinstance(value, str) or len(value) > MAX_ENV_VALUE or "\0" in value:
             raise InvalidRequest(f"environment variable {name} must be a string of at most "
                                  f"{MAX_ENV_VALUE} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(f"environment variable {name} holds a lone surrogate") from None
     return dict(environment)
 
