@@ -146,20 +146,19 @@ def current_user_id() -> str:
     return auth.principal().user_id
 
 
-def _refuse(status: int, code: str, message: str, retry_after: int | None = None):
+def _refuse(status: int, code: str, message: str):
     log.warning("refused /ws from %s: %s", request.remote_addr, message)
     response = jsonify(error={"code": code, "message": message})
     response.status_code = status
-    if retry_after is not None:
-        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
 @bp.before_app_request
 def guard_handshake():
     """Refusals that must come before the upgrade (so before any pty or tmux
-    work): origin, share link, creation limits; then socket set-up. Login
-    was checked by auth.require_login."""
+    work): origin and share link; then socket set-up. Login was checked by
+    auth.require_login. (Creation limits answer after the upgrade, so that a
+    browser can show why.)"""
     if request.path != "/ws":
         return None
     gw = gateway()
@@ -170,11 +169,6 @@ def guard_handshake():
         g.share = gw.accounts.check_share(request.args["view"])
         if g.share is None:
             return _refuse(404, "share_not_found", "this share link is not valid, or was revoked")
-    elif not request.args.get("session"):
-        try:
-            gw.check_new_session(current_user_id())
-        except RateLimited as exc:
-            return _refuse(429, "rate_limited", exc.message, exc.retry_after)
     raw = request.environ.get("gunicorn.socket")
     if raw is not None:
         tune_socket(raw, gw.settings.send_buffer_bytes)
@@ -277,11 +271,14 @@ class TerminalConnection:
             if requested:
                 self.session_id = requested
             else:
+                self.gw.check_new_session(self.user_id)
                 self.session_id = router.create(self.user_id, cols, rows).session_id
             attachment = router.attach(
                 self.session_id, self.user_id, cols, rows, created=not requested,
                 history_lines=self.gw.settings.restore_lines if restore else 0,
                 read_only=self.share is not None)
+        except RateLimited as exc:
+            raise Refusal("rate_limited", exc.message, p.CLOSE_TRY_AGAIN) from None
         except SessionNotFound as exc:
             raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
         except SessionEnded as exc:
