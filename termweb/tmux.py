@@ -63,6 +63,12 @@ def clean_environment(shell: str) -> dict[str, str]:
     return env
 
 
+def literal(arg: str) -> str:
+    """``arg`` as tmux reads it back: an argument ending in ``;`` would end
+    the tmux command there (and what follows would run as the next one)."""
+    return arg[:-1] + "\\;" if arg.endswith(";") else arg
+
+
 class TmuxServer:
     """A tmux server named by ``socket``: a ``-L`` name, or a ``-S`` path if it has a slash."""
 
@@ -97,11 +103,15 @@ class TmuxServer:
                  ";", "set", "-g", "history-limit", str(self.history_limit))
 
     def new_session(self, name: str, cols: int, rows: int, cwd: str | None = None,
-                    environment: dict[str, str] | None = None, owner: str = "") -> None:
+                    environment: dict[str, str] | None = None, owner: str = "",
+                    command: list[str] | None = None) -> None:
+        """A detached session running ``command`` (run directly, not by a
+        shell), or the default shell."""
         args = ["new-session", "-d", "-s", name, "-x", str(cols), "-y", str(rows),
-                "-c", cwd or self.env["HOME"]]
+                "-c", literal(cwd or self.env["HOME"])]
         for key, value in (environment or {}).items():
-            args += ["-e", f"{key}={value}"]
+            args += ["-e", literal(f"{key}={value}")]
+        args += [literal(arg) for arg in command or []]
         if owner:
             args += [";", "set-option", "-t", f"={name}:", OWNER_OPTION, owner]
         try:

@@ -8,6 +8,8 @@ from termweb.sessions import (REASON_ENDED_BY_USER, REASON_VANISHED, InvalidRequ
                               SessionNotFound, SessionRouter)
 from termweb.store import MemoryStore
 
+from .helpers import wait_until
+
 
 @pytest.fixture
 def router(tmux):
@@ -77,3 +79,13 @@ def test_bad_create_requests_are_refused_before_anything_starts(router, director
         router.create("alice", 80, 24, directory, environment)
     assert router.tmux.list_sessions() == []
     assert router.store.list() == []
+
+
+def test_values_ending_in_a_semicolon_reach_the_shell_whole(router, tmp_path):
+    """tmux ends a command at an argument ending in ';': values are escaped."""
+    directory = tmp_path / "odd;"
+    directory.mkdir()
+    state = router.create("alice", 80, 24, str(directory), {"SEMI": "a;", "NEXT": "b"})
+    router.tmux.run("send-keys", "-t", f"={state.session_id}:", 'echo "[$SEMI|$NEXT|$PWD]"', "Enter")
+    wait_until(lambda: f"[a;|b|{directory}]" in router.tmux.run(
+        "capture-pane", "-p", "-t", f"={state.session_id}:"), message="the values did not arrive whole")
