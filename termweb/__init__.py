@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()
     store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
-    gw = gateway.Gateway(settings, SessionRouter(store, tmux), open_accounts(settings, store))
+    gw = gateway.Gateway(settings, SessionRouter(store, tmux, settings.run_as == "user"), open_accounts(settings, store))
     if settings.secret_key:
         app.secret_key = settings.secret_key
     elif settings.auth:

@@ -13,6 +13,7 @@ import time
 
 from .accounts import AccountError, open_accounts
 from .config import ConfigError, Settings
+from .sessions import NoShellAccount, shell_account
 from .store import StoreUnavailable, open_store
 
 DURATION = re.compile(r"(\d+)([smhd]?)")
@@ -73,13 +74,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def run(args, accounts) -> str:
+def _account_warning(settings, name: str) -> str:
+    """With TERMWEB_RUN_AS=user, a reminder when the OS account is missing."""
+    if settings is None or settings.run_as != "user":
+        return ""
+    try:
+        shell_account(name)
+    except NoShellAccount as exc:
+        return f"\nwarning: {exc}; they can log in but get no terminal"
+    return ""
+
+
+def run(args, accounts, settings=None) -> str:
     """Carry out one command; return what to print."""
     if args.command == "user":
         if args.action == "add":
             accounts.check_name(args.name)  # before asking for a password
             user = accounts.add_user(args.name, _password(args), "admin" if args.admin else "user")
-            return f"added {user.role} {user.name}"
+            return f"added {user.role} {user.name}" + _account_warning(settings, user.name)
         if args.action == "passwd":
             accounts.set_password(args.name, _password(args))
             return f"changed the password of {args.name}; their logins have ended"
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
         try:
-            print(run(args, open_accounts(settings, store)))
+            print(run(args, open_accounts(settings, store), settings))
         finally:
             store.close()
     except (AccountError, ConfigError, StoreUnavailable) as exc:

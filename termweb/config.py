@@ -47,6 +47,7 @@ class Settings:
     restore_lines: int = 5000
     # Users and login (docs/security.md)
     auth: bool = True
+    run_as: str = "termweb"
     password: str = ""
     secret_key: str = ""
     instance_path: str = ""
@@ -96,6 +97,11 @@ class Settings:
             _check_rate(name, getattr(self, name))
         if self.restore_lines < 0:
             raise ConfigError("TERMWEB_RESTORE_LINES must be 0 (off) or positive")
+        if self.run_as not in ("termweb", "user"):
+            raise ConfigError(f"TERMWEB_RUN_AS must be termweb or user, not {self.run_as!r}")
+        if self.run_as == "user" and os.geteuid() != 0:
+            raise ConfigError("TERMWEB_RUN_AS=user starts each user's shells as their own OS "
+                              "account, which only root can do: run termweb as root")
         if self.orphans not in ("adopt", "reap"):
             raise ConfigError(f"TERMWEB_ORPHANS must be adopt or reap, not {self.orphans!r}")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

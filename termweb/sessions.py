@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import re
 import secrets
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -57,6 +59,23 @@ class InvalidRequest(ValueError):
     """A create request with a bad directory, environment or size."""
 
 
+class NoShellAccount(TmuxError):
+    """TERMWEB_RUN_AS=user, and this user has no OS account to run shells as.
+    Answered like any backend failure: no shell can be started."""
+
+
+def shell_account(user_id: str) -> pwd.struct_passwd:
+    """The OS account of the same name as a termweb user, with a login shell."""
+    try:
+        account = pwd.getpwnam(user_id)
+    except KeyError:
+        raise NoShellAccount(f"no OS account named {user_id!r} to run this user's shells "
+                             "(TERMWEB_RUN_AS=user)") from None
+    if not account.pw_shell or os.path.basename(account.pw_shell) in ("nologin", "false"):
+        raise NoShellAccount(f"the OS account {user_id!r} has no login shell")
+    return account
+
+
 def backend_id_for(tmux: TmuxServer) -> str:
     """Names the tmux server sessions live in: this host and its socket."""
     return f"{socket.gethostname()}/{tmux.socket}"
@@ -70,10 +89,12 @@ class Attachment:
 
 
 class SessionRouter:
-    def __init__(self, store: SessionStore, tmux: TmuxServer):
+    def __init__(self, store: SessionStore, tmux: TmuxServer, run_as_users: bool = False):
         self.store = store
         self.tmux = tmux
         self.backend_id = backend_id_for(tmux)
+        # TERMWEB_RUN_AS=user: each user's shells run as their own OS account.
+        self.run_as_users = run_as_users
 
     # -- lookups ------------------------------------------------------------
 
@@ -111,6 +132,9 @@ class SessionRouter:
         never sees the session without its record and takes it for an orphan.
         """
         environment = validate_environment(environment)
+        home, command = self.tmux.env["HOME"], None
+        if self.run_as_users:
+            home, command = self._shell_as(user_id, environment)
         if working_directory is not None:
             if not (isinstance(working_directory, str) and working_directory.startswith("/")):
                 raise InvalidRequest("workingDirectory must be an absolute path")
@@ -119,16 +143,30 @@ class SessionRouter:
         now = time.time()
         state = SessionState(
             session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=self.backend_id,
-            last_activity=now, working_directory=working_directory or self.tmux.env["HOME"],
+            last_activity=now, working_directory=working_directory or home,
             environment=environment, created_at=now, disconnected_at=now)
         self.store.create(state)
         try:
-            self.tmux.new_session(state.session_id, cols, rows, working_directory,
-                                  environment, owner=user_id)
+            self.tmux.new_session(state.session_id, cols, rows, working_directory or home,
+                                  None if command else environment, owner=user_id,
+                                  command=command)
         except Exception:
             self._forget(state.session_id)  # no record of a session that never started
             raise
         return state
+
+    def _shell_as(self, user_id: str, environment: dict[str, str]) -> tuple[str, list[str]]:
+        """The user's home and the command that starts their login shell as
+        their OS account.
+
+        runuser runs as root, so the caller's variables must not reach it
+        (LD_PRELOAD would run as root): env sets them after the switch.
+        """
+        account = shell_account(user_id)
+        runuser = shutil.which("runuser", path=self.tmux.env["PATH"]) or "runuser"
+        assignments = [f"{name}={value}" for name, value in environment.items()]
+        return account.pw_dir, [runuser, "-u", account.pw_name, "--", "env", *assignments,
+                                account.pw_shell, "-l"]
 
     def attach(self, session_id: str, user_id: str, cols: int, rows: int,
                history_lines: int = 0, created: bool = False, read_only: bool = False) -> Attachment:

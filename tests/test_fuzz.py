@@ -1025,10 +1025,10 @@ def test_rest_payloads(fz, case):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "known limit (docs/security.md, 'Users share one OS account'): every user's shell runs as "
-    "termweb's own OS user, on the one tmux server, so a shell can list, read, type into and kill "
-    "every other user's terminal (`tmux ls`, `tmux capture-pane -t`). Per-user OS accounts would "
-    "close it; this test then passes and must lose its marker."))
+    "the default TERMWEB_RUN_AS=termweb (docs/security.md): every user's shell runs as termweb's "
+    "own OS account, on the one tmux server, so a shell can list, read, type into and kill every "
+    "other user's terminal (`tmux ls`, `tmux capture-pane -t`). TERMWEB_RUN_AS=user closes it "
+    "(tests/test_run_as.py)."))
 def test_a_users_shell_cannot_reach_another_users_terminal(fz):
     """Not fuzzed: the same property (no other session touched) from inside a shell."""
     t = TermClient(fz.server.url, headers=fz.mallory.cookie_header())
