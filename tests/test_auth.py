@@ -7,6 +7,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 import urllib.parse
 
 import pytest
@@ -257,3 +258,28 @@ def test_a_dead_redis_refuses_logins_clearly_and_keeps_open_terminals(gunicorn_f
     live.run("echo still-$((3+3))", "still-6")
     assert server.worker_pids() == pids
     live.close()
+
+
+def test_remember_me_is_off_unless_configured_and_then_asked_for(gunicorn_factory):
+    server = gunicorn_factory(auth="on", remember_days="7")
+    server.add_user("alice", PASSWORDS["alice"])
+
+    def log_in(remember: bool) -> HttpSession:
+        client = HttpSession(server.url)
+        _, _, body = client.request("GET", "/login")
+        token = re.search(rb'name="csrf_token" value="([^"]+)"', body).group(1).decode()
+        fields = {"username": "alice", "password": PASSWORDS["alice"], "csrf_token": token}
+        assert client.form("/login", {**fields, **({"remember": "on"} if remember else {})})[0] == 302
+        return client
+
+    assert not [c for c in log_in(False).jar if c.name == "termweb_remember"]
+    remembered = [c for c in log_in(True).jar if c.name == "termweb_remember"]
+    assert remembered and 6 * 86400 < remembered[0].expires - time.time() <= 7 * 86400
+    # The remember cookie alone logs a new browser session in, until the password changes.
+    later = HttpSession(server.url)
+    later.jar.set_cookie(remembered[0])
+    assert later.api("GET", "/api/me")[1]["user"]["name"] == "alice"
+    server.cli("user", "passwd", "alice", "--password-stdin", stdin="alice-new-pass-3\n")
+    fresh = HttpSession(server.url)
+    fresh.jar.set_cookie(remembered[0])
+    assert fresh.api("GET", "/api/me")[0] == 401
