@@ -142,6 +142,15 @@ class FileRecords(Records):
         return self._data
 
     def _modify(self, change) -> bool:
+        """Apply ``change`` to the records under the lock. In a gevent worker
+        the lock wait and the fsync happen in a thread, off the hub."""
+        from gevent import get_hub, monkey
+
+        if monkey.is_module_patched("threading"):
+            return get_hub().threadpool.apply(self._write, (change,))
+        return self._write(change)
+
+    def _write(self, change) -> bool:
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
