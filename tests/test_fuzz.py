@@ -32,7 +32,8 @@ Knobs: ``TERMWEB_FUZZ_PINNED=0`` leaves the pinned examples out (to see what
 generation finds on its own); ``TERMWEB_FUZZ_SURVEY=1`` records violations
 instead of failing, so every property runs all its cases and the summary
 counts each kind of failure; ``TERMWEB_FUZZ_SCALE`` multiplies the number of
-generated cases.
+generated cases; ``TERMWEB_FUZZ_RANDOM=1`` draws new cases instead of the
+suite's fixed ones.
 """
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ MAX_MESSAGE = 64 * 1024  # TERMWEB_MAX_MESSAGE_BYTES: oversize frames stay cheap
 SCALE = float(os.environ.get("TERMWEB_FUZZ_SCALE", "1"))
 PINNED = os.environ.get("TERMWEB_FUZZ_PINNED", "1") != "0"
 SURVEY = os.environ.get("TERMWEB_FUZZ_SURVEY") == "1"
+# The suite draws the same cases every run, so CI is repeatable; explore with
+# TERMWEB_FUZZ_RANDOM=1 (and TERMWEB_FUZZ_SCALE) to find new ones.
+RANDOM = os.environ.get("TERMWEB_FUZZ_RANDOM") == "1"
 
 # Stand-ins the strategies use for ids only known once the server runs.
 ALICE, ALICE_SHARE, MALLORY = "@ALICE@", "@ASHARE@", "@MALLORY@"
@@ -93,6 +97,7 @@ RECENT: collections.deque = collections.deque(maxlen=4)  # the last WebSocket ca
 
 def fuzz_settings(examples: int):
     return settings(max_examples=max(1, int(examples * SCALE)), deadline=None, database=None,
+                    derandomize=not RANDOM,
                     print_blob=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.data_too_large, HealthCheck.large_base_example])
