@@ -1,7 +1,9 @@
 """Gunicorn settings for termweb, all from TERMWEB_* variables (docs/configuration.md)."""
 import fcntl
 import os
+import shutil
 import sys
+import tempfile
 
 from termweb.config import ConfigError, Settings, is_loopback_bind
 from termweb.tmux import TmuxServer
@@ -50,6 +52,20 @@ def on_starting(server):
     # A master re-executed by USR2 takes over from the lock's holder.
     if not _settings.redis_url and not server.master_pid:
         _hold_instance_lock()
+    # Workers add up their metrics in files here (termweb/metrics.py); set
+    # before any worker imports prometheus_client. One folder per master.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="termweb-metrics-")
+
+
+def child_exit(server, worker):
+    """A worker's live gauges go with it."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ.get("PROMETHEUS_MULTIPROC_DIR", ""), ignore_errors=True)
 
 
 _instance_lock = None

@@ -8,6 +8,7 @@ from flask import Flask
 
 from . import api, auth, gateway, ratelimit, security, transport, web
 from .accounts import open_accounts
+from .metrics import Metrics
 from .config import Settings
 from .sessions import SessionRouter
 from .store import StoreUnavailable, open_store
@@ -36,7 +37,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
     tmux.start()
     store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
-    gw = gateway.Gateway(settings, SessionRouter(store, tmux, settings.run_as == "user"), open_accounts(settings, store))
+    router = SessionRouter(store, tmux, run_as_users=settings.run_as == "user",
+                           max_sessions=settings.max_sessions_per_backend,
+                           create_concurrency=settings.create_concurrency,
+                           create_wait=settings.create_wait_ms / 1000)
+    gw = gateway.Gateway(settings, router, open_accounts(settings, store), Metrics())
     if settings.secret_key:
         app.secret_key = settings.secret_key
     elif settings.auth:

@@ -15,8 +15,8 @@ from . import auth
 from . import protocol as p
 from .gateway import gateway
 from .ratelimit import RateLimited
-from .sessions import REASON_ENDED_BY_USER, InvalidRequest, SessionEnded, SessionNotFound
-from .store import ACTIVE, IDLE, SessionState, StoreUnavailable
+from .sessions import REASON_ENDED_BY_USER, Busy, InvalidRequest, SessionEnded, SessionNotFound
+from .store import SessionState, StoreUnavailable, derived_status
 from .tmux import TmuxError
 
 log = logging.getLogger("termweb.api")
@@ -86,6 +86,13 @@ def sessions_page():
     return render_template("sessions.html")
 
 
+@bp.errorhandler(Busy)
+def busy(exc: Busy):
+    response = jsonify(error={"code": "busy", "message": str(exc)})
+    response.headers["Retry-After"] = "1"
+    return response, 503
+
+
 @bp.errorhandler(RateLimited)
 def rate_limited(exc: RateLimited):
     response = jsonify(error={"code": "rate_limited", "message": exc.message})
@@ -127,11 +134,9 @@ def create_session():
         p.validate_size(cols, rows)
     except p.ProtocolError as exc:
         raise ApiError(400, exc.code, exc.message) from None
-    user_id = auth.principal().user_id
-    gateway().check_new_session(user_id)
     try:
-        state = gateway().router.create(user_id, cols, rows,
-                                        body.get("workingDirectory"), body.get("environment"))
+        state = gateway().create_session(auth.principal().user_id, cols, rows,
+                                         body.get("workingDirectory"), body.get("environment"))
     except InvalidRequest as exc:
         raise ApiError(400, "invalid_field", str(exc)) from None
     response = jsonify(session=_view(state))
@@ -201,10 +206,6 @@ def _json_body() -> dict:
 
 def _view(state: SessionState) -> dict:
     view = state.to_json()
-    # Idle is derived here rather than written by a timer: connected, and
-    # nothing typed or printed for TERMWEB_IDLE_AFTER seconds (tmux's
-    # activity, copied in by every sweep).
-    if state.status == ACTIVE and time.time() - state.last_activity > gateway().settings.idle_after:
-        view["status"] = IDLE
+    view["status"] = derived_status(state, gateway().settings.idle_after, time.time())
     view["url"] = url_for("web.index", session=state.session_id)
     return view

@@ -30,7 +30,7 @@ login_manager = LoginManager()
 
 # Reachable without logging in. /view/<link> pages and ?view= sockets carry
 # their own credential, checked where they are served.
-PUBLIC_ENDPOINTS = {"static", "auth.login", "web.healthz", "web.view_page"}
+PUBLIC_ENDPOINTS = {"static", "auth.login", "web.healthz", "web.readyz", "web.view_page"}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -149,7 +149,8 @@ def require_login():
         return None
     who = principal()
     if who is None:
-        if request.path.startswith("/api/") or request.path == "/ws" or request.endpoint is None:
+        if (request.path.startswith("/api/") or request.path in ("/ws", "/metrics")
+                or request.endpoint is None):
             return unauthorized(g.get("auth_refusal"))
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
     if who.via == "cookie" and request.method in UNSAFE_METHODS:

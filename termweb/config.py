@@ -61,6 +61,11 @@ class Settings:
     max_sessions_per_user: int = 50
     ws_messages_per_second: int = 500
     ws_input_bytes_per_second: int = 1024 * 1024
+    # Backends
+    max_sessions_per_backend: int = 2000
+    create_concurrency: int = 4
+    create_wait_ms: int = 5000
+    health_interval_ms: int = 1000
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -87,10 +92,11 @@ class Settings:
             # Each terminal holds a worker connection for its whole life;
             # without headroom the page and health checks stop answering.
             raise ConfigError("TERMWEB_MAX_TERMINALS must be below TERMWEB_WORKER_CONNECTIONS")
-        for name in ("trusted_proxies", "remember_days"):
+        for name in ("trusted_proxies", "remember_days", "create_wait_ms"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TERMWEB_{name.upper()} must be 0 or positive")
-        for name in ("max_sessions_per_user", "ws_messages_per_second", "ws_input_bytes_per_second"):
+        for name in ("max_sessions_per_user", "ws_messages_per_second", "ws_input_bytes_per_second",
+                     "max_sessions_per_backend", "create_concurrency", "health_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TERMWEB_{name.upper()} must be positive")
         for name in ("login_rate_ip", "login_rate_account", "create_rate"):

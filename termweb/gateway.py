@@ -28,8 +28,10 @@ from .config import Settings
 from .protocol import ProtocolError
 from .keeper import SessionKeeper
 from .ratelimit import RateLimited, TokenBucket
-from .sessions import REASON_EXITED, SessionEnded, SessionNotFound, SessionRouter
-from .store import StoreUnavailable
+from .metrics import Metrics
+from .health import BackendMonitor
+from .sessions import REASON_EXITED, REASON_LOST, Busy, SessionEnded, SessionNotFound, SessionRouter
+from .store import ACTIVE, DISCONNECTED, IDLE, SessionState, StoreUnavailable, derived_status
 from .tmux import TmuxError
 from .transport import PING_FRAME, SendAllSocket, binary_frame, tune_socket
 
@@ -53,10 +55,13 @@ class Refusal(Exception):
 class Gateway:
     """Per-worker state: settings, the session router and the live connections."""
 
-    def __init__(self, settings: Settings, router: SessionRouter, accounts: Accounts):
+    def __init__(self, settings: Settings, router: SessionRouter, accounts: Accounts,
+                 metrics: Metrics):
         self.settings = settings
         self.router = router
         self.accounts = accounts
+        self.metrics = metrics
+        self.monitor = BackendMonitor(router, settings.health_interval_ms / 1000)
         self.keeper = SessionKeeper(router, settings)
         self.live: set[TerminalConnection] = set()
         self.stopping = False
@@ -67,6 +72,28 @@ class Gateway:
         if not self._background:
             self._background.append(gevent.spawn(self.keeper.run_forever))
             self._background.append(gevent.spawn(self._watch_credentials))
+            self._background.append(gevent.spawn(self.monitor.run_forever))
+            self.metrics.start()
+
+    def create_session(self, user_id: str, cols: int, rows: int, working_directory: str | None = None,
+                       environment: dict[str, str] | None = None) -> SessionState:
+        """A new terminal for ``user_id`` (limits checked first), timed for /metrics."""
+        self.check_new_session(user_id)
+        with self.metrics.creates.time():
+            return self.router.create(user_id, cols, rows, working_directory, environment)
+
+    def session_counts(self) -> dict[str, int]:
+        """Running sessions by status (idle derived as the API derives it)."""
+        counts = dict.fromkeys((ACTIVE, IDLE, DISCONNECTED), 0)
+        now = time.time()
+        for state in self.router.list(None):
+            counts[derived_status(state, self.settings.idle_after, now)] += 1
+        return counts
+
+    def backend_health(self) -> list[dict]:
+        """Each tmux backend: does it answer, how fast, how full (the latest
+        probe of the monitor, or a fresh one before its first)."""
+        return [self.monitor.last or self.monitor.probe()]
 
     def _watch_credentials(self) -> None:
         """Close connections whose credential ended since they opened: a
@@ -209,6 +236,7 @@ class TerminalConnection:
         self.session_id: str | None = None
         self.bridge: PtyBridge | None = None
         self.counted = False  # the store counts this connection: detach at the end
+        self._gauged = False  # counted in termweb_connections
         self.json_mode = False
         self.disconnect_requested = False
         self._dispatching = False
@@ -244,6 +272,8 @@ class TerminalConnection:
             self._close_with_error("internal_error", "internal server error", p.CLOSE_INTERNAL)
         finally:
             self.gw.live.discard(self)
+            if self._gauged:
+                self.gw.metrics.connections.dec()
             if self.bridge is not None:
                 self.bridge.close()
             self._count_out()
@@ -271,14 +301,15 @@ class TerminalConnection:
             if requested:
                 self.session_id = requested
             else:
-                self.gw.check_new_session(self.user_id)
-                self.session_id = router.create(self.user_id, cols, rows).session_id
+                self.session_id = self.gw.create_session(self.user_id, cols, rows).session_id
             attachment = router.attach(
                 self.session_id, self.user_id, cols, rows, created=not requested,
                 history_lines=self.gw.settings.restore_lines if restore else 0,
                 read_only=self.share is not None)
         except RateLimited as exc:
             raise Refusal("rate_limited", exc.message, p.CLOSE_TRY_AGAIN) from None
+        except Busy as exc:
+            raise Refusal("busy", str(exc), p.CLOSE_TRY_AGAIN) from None
         except SessionNotFound as exc:
             raise Refusal("session_not_found", str(exc), p.CLOSE_NOT_FOUND) from None
         except SessionEnded as exc:
@@ -294,6 +325,8 @@ class TerminalConnection:
             raise Refusal("backend_unavailable", f"could not start the terminal: {exc}",
                           p.CLOSE_INTERNAL) from None
         self.bridge, self.counted = attachment.bridge, True
+        self.gw.metrics.connections.inc()
+        self._gauged = True
         self.send(p.message(p.CONTROL, self.session_id, {
             "action": p.READY, "cols": cols, "rows": rows, "encoding": encoding,
             "created": not requested, "restored": len(attachment.history),
@@ -373,11 +406,11 @@ class TerminalConnection:
         if router.exists(self.session_id):
             raise Refusal("backend_unavailable", "the terminal's tmux client ended unexpectedly",
                           p.CLOSE_INTERNAL)
-        if not router.backend_running():
-            self._record_end("the tmux server stopped")
+        # Lost if the server is gone, or was already found dead and replaced.
+        reason = self._record_end(REASON_EXITED if router.backend_running() else REASON_LOST)
+        if reason == REASON_LOST:
             raise Refusal("session_lost", "the tmux server behind this terminal stopped; "
                           "its shell is gone", p.CLOSE_NOT_FOUND)
-        reason = self._record_end(REASON_EXITED)
         self.send(p.message(p.CONTROL, self.session_id, {"action": p.EXIT, "reason": reason}))
         self._close(p.CLOSE_NORMAL, "session ended")
 
@@ -416,8 +449,10 @@ class TerminalConnection:
 
     def _pump_output(self) -> None:
         read = self.bridge.read
+        sent = self.gw.metrics.bytes_out.inc
         try:
             while data := read():
+                sent(len(data))
                 if self.json_mode:
                     self.send(p.message(p.OUTPUT, self.session_id, self._decoder.decode(data)))
                 else:
@@ -442,6 +477,7 @@ class TerminalConnection:
                 if self.share is not None:
                     self._refuse_viewer_input(frame)
                 elif isinstance(frame, bytes):
+                    self.gw.metrics.bytes_in.inc(len(frame))
                     self.bridge.write(frame)
                 else:
                     self._handle_text(frame)
@@ -503,6 +539,8 @@ class TerminalConnection:
             self.send(p.error(self.session_id, exc.code, exc.message, exc.reply_to))
             return
         if msg.type == p.HEARTBEAT:
+            if msg.payload.get("rttMs") is not None:
+                self.gw.metrics.rtt.observe(msg.payload["rttMs"] / 1000)
             payload = {"clientTime": msg.payload.get("clientTime"), "serverTime": int(time.time() * 1000)}
             if msg.message_id is not None:
                 payload["replyTo"] = msg.message_id

@@ -44,6 +44,7 @@ MIN_COLS, MAX_COLS = 2, 1000
 MIN_ROWS, MAX_ROWS = 1, 1000
 MAX_COMMAND_CHARS = 4096
 MAX_MESSAGE_ID_CHARS = 64
+MAX_RTT_MS = 600_000
 ENCODINGS = ("binary", "json")
 
 
@@ -124,7 +125,11 @@ def _heartbeat(payload: Any) -> dict:
     if client_time is not None and (
             isinstance(client_time, bool) or not isinstance(client_time, (int, float))):
         raise ProtocolError("invalid_field", "heartbeat clientTime must be a number")
-    return {"clientTime": client_time}
+    rtt = payload.get("rttMs")
+    if rtt is not None and (isinstance(rtt, bool) or not isinstance(rtt, (int, float))
+                            or not 0 <= rtt <= MAX_RTT_MS):
+        raise ProtocolError("invalid_field", f"heartbeat rttMs must be a number from 0 to {MAX_RTT_MS}")
+    return {"clientTime": client_time, "rttMs": rtt}
 
 
 def _input(payload: Any) -> str:

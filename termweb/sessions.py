@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ log = logging.getLogger("termweb.sessions")
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 DEFAULT_USER = "local"
+COUNT_MAX_AGE_SECONDS = 1.0
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_ENV_VARS = 64
 MAX_ENV_VALUE = 4096
@@ -34,6 +36,7 @@ MAX_ENV_VALUE = 4096
 REASON_EXITED = "the shell exited"
 REASON_ENDED_BY_USER = "ended by its owner"
 REASON_VANISHED = "its tmux session is gone"
+REASON_LOST = "the tmux server behind it stopped"
 REASON_EXPIRED = "nobody reconnected within TERMWEB_SESSION_TTL"
 
 
@@ -57,6 +60,10 @@ class SessionEnded(LookupError):
 
 class InvalidRequest(ValueError):
     """A create request with a bad directory, environment or size."""
+
+
+class Busy(RuntimeError):
+    """Too many terminals are starting at once, or the backend is full; try again shortly."""
 
 
 class NoShellAccount(TmuxError):
@@ -89,12 +96,19 @@ class Attachment:
 
 
 class SessionRouter:
-    def __init__(self, store: SessionStore, tmux: TmuxServer, run_as_users: bool = False):
+    def __init__(self, store: SessionStore, tmux: TmuxServer, run_as_users: bool = False,
+                 max_sessions: int = 2000, create_concurrency: int = 4, create_wait: float = 5.0):
         self.store = store
         self.tmux = tmux
         self.backend_id = backend_id_for(tmux)
         # TERMWEB_RUN_AS=user: each user's shells run as their own OS account.
         self.run_as_users = run_as_users
+        self.max_sessions = max_sessions
+        # A burst of new terminals (a login storm) starts a few shells at a
+        # time; the rest wait up to create_wait seconds, then hear `busy`.
+        self._creating = threading.BoundedSemaphore(create_concurrency)
+        self.create_wait = create_wait
+        self._count = (float("-inf"), 0)  # (when tmux was asked, sessions)
 
     # -- lookups ------------------------------------------------------------
 
@@ -131,6 +145,14 @@ class SessionRouter:
         The record is written before tmux starts the session, so a sweep
         never sees the session without its record and takes it for an orphan.
         """
+        if not self._creating.acquire(timeout=self.create_wait):
+            raise Busy("too many terminals are starting at once; try again in a moment")
+        try:
+            return self._create(user_id, cols, rows, working_directory, environment)
+        finally:
+            self._creating.release()
+
+    def _create(self, user_id, cols, rows, working_directory, environment) -> SessionState:
         environment = validate_environment(environment)
         home, command = self.tmux.env["HOME"], None
         if self.run_as_users:
@@ -140,6 +162,9 @@ class SessionRouter:
                 raise InvalidRequest("workingDirectory must be an absolute path")
             if not os.path.isdir(working_directory):
                 raise InvalidRequest(f"workingDirectory {working_directory[:200]!r} is not a directory")
+        if self.session_count() >= self.max_sessions:
+            raise Busy(f"the tmux server is full (TERMWEB_MAX_SESSIONS_PER_BACKEND="
+                       f"{self.max_sessions}); try again later")
         now = time.time()
         state = SessionState(
             session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=self.backend_id,
@@ -153,7 +178,16 @@ class SessionRouter:
         except Exception:
             self._forget(state.session_id)  # no record of a session that never started
             raise
+        self._count = (self._count[0], self._count[1] + 1)
         return state
+
+    def session_count(self) -> int:
+        """Sessions on the tmux server: asked at most once a second, counted
+        up by our own creates in between (a create costs no extra tmux call)."""
+        asked, count = self._count
+        if time.monotonic() - asked > COUNT_MAX_AGE_SECONDS:
+            self._count = (time.monotonic(), len(self.tmux.list_sessions()))
+        return self._count[1]
 
     def _shell_as(self, user_id: str, environment: dict[str, str]) -> tuple[str, list[str]]:
         """The user's home and the command that starts their login shell as
@@ -231,6 +265,17 @@ class SessionRouter:
         # The record first, so attached pages are told who ended the session.
         self.store.end(session_id, reason, time.time())
         self.kill(session_id)
+
+    def mark_backend_lost(self) -> int:
+        """Record every running session of this backend as lost (its tmux
+        server died); return how many."""
+        now, lost = time.time(), 0
+        for state in self.store.list(None):
+            if not state.ended and state.backend_id == self.backend_id:
+                self.store.end(state.session_id, REASON_LOST, now)
+                lost += 1
+        self._count = (float("-inf"), 0)
+        return lost
 
     def kill(self, session_id: str) -> None:
         """Kill a tmux session if it is there."""

@@ -92,6 +92,15 @@ class SessionState:
         return cls(**values)
 
 
+def derived_status(state: SessionState, idle_after: float, now: float) -> str:
+    """The status to show: idle is derived rather than written by a timer,
+    as connected with nothing typed or printed for ``idle_after`` seconds
+    (tmux's activity, copied in by every sweep)."""
+    if state.status == ACTIVE and now - state.last_activity > idle_after:
+        return IDLE
+    return state.status
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 

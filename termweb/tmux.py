@@ -84,11 +84,11 @@ class TmuxServer:
         executable = shutil.which("tmux", path=self.env["PATH"]) or "tmux"
         self.base = [executable, "-S" if "/" in socket else "-L", socket, "-f", str(CONF_PATH)]
 
-    def run(self, *args: str, binary: bool = False) -> str | bytes:
+    def run(self, *args: str, binary: bool = False, timeout: float = COMMAND_TIMEOUT) -> str | bytes:
         try:
-            code, out, err = spawn.run(self.base + list(args), self.env, COMMAND_TIMEOUT)
+            code, out, err = spawn.run(self.base + list(args), self.env, timeout)
         except spawn.CommandTimeout:
-            raise TmuxError(f"tmux {args[0]} did not answer within {COMMAND_TIMEOUT:.0f} s") from None
+            raise TmuxError(f"tmux {args[0]} did not answer within {timeout:g} s") from None
         except OSError as exc:
             raise TmuxError(f"cannot run tmux: {exc}") from None
         if code != 0:

@@ -1,5 +1,8 @@
 """The page and the plain HTTP endpoints."""
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, current_app, jsonify, render_template
+
+from . import auth
+from .store import StoreUnavailable
 
 bp = Blueprint("web", __name__)
 
@@ -21,4 +24,32 @@ def view_page(link: str):
 
 @bp.get("/healthz")
 def healthz():
+    """The process answers (for a supervisor's liveness check)."""
     return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready for new terminals: the store answers and a tmux backend answers
+    with room. 503 with the reasons otherwise (for a load balancer)."""
+    gw = current_app.extensions["termweb"]
+    problems = []
+    try:
+        gw.router.store.ping()
+    except StoreUnavailable as exc:
+        problems.append(str(exc))
+    backends = gw.backend_health()
+    if not any(b["up"] and b["sessions"] < b["capacity"] for b in backends):
+        problems.append("no tmux backend is up with room for another session")
+    body = {"ready": not problems, "problems": problems, "backends": backends}
+    return jsonify(body), 503 if problems else 200
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics: for admins, or API tokens of admins (auth off: anyone)."""
+    if not auth.principal().is_admin:
+        return jsonify(error={"code": "forbidden", "message": "metrics are for admins"}), 403
+    gw = current_app.extensions["termweb"]
+    body, content_type = gw.metrics.scrape(gw)
+    return Response(body, content_type=content_type)

@@ -104,6 +104,7 @@ export class TerminalConnection {
     this._retryTimer = null;
     this._heartbeatTimer = null;
     this._heartbeatSentAt = null;
+    this._lastRttMs = null;
     this._sentSize = null;
     // Per-socket facts: opened, the exit reason (false: none yet), the error
     // that explains the close, user closed.
@@ -230,13 +231,16 @@ export class TerminalConnection {
       return;
     }
     this._heartbeatSentAt = now;
-    this._socket.send(encodeMessage(MessageType.HEARTBEAT, { clientTime: now }));
+    // The last round trip goes along, for the server's echo metrics.
+    const payload = this._lastRttMs === null ? { clientTime: now } : { clientTime: now, rttMs: this._lastRttMs };
+    this._socket.send(encodeMessage(MessageType.HEARTBEAT, payload));
   }
 
   _heartbeatReply(payload) {
     if (typeof payload.clientTime !== 'number') return;
     this._heartbeatSentAt = null;
     const rttMs = Math.max(0, performance.now() - payload.clientTime);
+    this._lastRttMs = Math.round(rttMs * 1000) / 1000;
     this._onState({ state: 'connected', rttMs });
   }
 
