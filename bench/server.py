@@ -151,6 +151,9 @@ class TermwebServer(LoggedServer):
         "TERMWEB_MAX_SESSIONS_PER_USER": "100000",
         "TERMWEB_LOGIN_RATE_IP": "10000/minute",
         "TERMWEB_LOGIN_RATE_ACCOUNT": "10000/minute",
+        # The capacity ladder opens hundreds at once against one tmux server:
+        # let them queue rather than hear `busy`.
+        "TERMWEB_CREATE_WAIT_MS": "120000",
     }
 
     def __init__(self, extra_env: dict[str, str] | None = None):
