@@ -43,11 +43,13 @@ from .server import ROOT, BenchError, RedisServer, TermwebServer, rc_free_shell
 FULL = {"keystrokes": 500, "load_keystrokes": 300, "connects": 20, "reattaches": 50,
         "bulk_lines": 2_000_000, "probe_keystrokes": 100, "memory_terminals": 100,
         "kill_sessions": 100, "redis_keystrokes": 500, "redis_cycles": 5,
-        "auth_connects": 25, "auth_logins": 20, "repeat": 1}
+        "auth_connects": 25, "auth_logins": 20, "backend_sessions": 20, "backend_repeats": 5,
+        "repeat": 1}
 SMOKE = {"keystrokes": 20, "load_keystrokes": 20, "connects": 3, "reattaches": 3,
          "bulk_lines": 20_000, "probe_keystrokes": 20, "memory_terminals": 3,
          "kill_sessions": 3, "redis_keystrokes": 20, "redis_cycles": 1,
-         "auth_connects": 3, "auth_logins": 3, "repeat": 1}
+         "auth_connects": 3, "auth_logins": 3, "backend_sessions": 2, "backend_repeats": 1,
+         "repeat": 1}
 # Lists: terminals printing beside the echo probe; the capacity ladder's steps.
 FULL_STEPS = {"load_steps": [20, 50, 100], "capacity_steps": [100, 500, 1000]}
 SMOKE_STEPS = {"load_steps": [2], "capacity_steps": [3, 6]}
@@ -57,7 +59,9 @@ HELP = {"repeat": "runs of every compared scenario per target (and of the auth s
                          "anonymous handshakes refused; ",
         "auth_logins": "logins with the right password, and as many with a wrong one; ",
         "load_keystrokes": "echo probe beside the printing terminals; ",
-        "probe_keystrokes": "echo probe at each capacity step; "}
+        "probe_keystrokes": "echo probe at each capacity step; ",
+        "backend_sessions": "live terminals on the tmux server that is killed; ",
+        "backend_repeats": "kills of the tmux server; "}
 TARGET_NAMES = ("termweb", "terminado")
 # The Redis scenarios' termweb: no sweep runs during a measurement.
 NO_SWEEPS = {"TERMWEB_RECONCILE_INTERVAL": "3600"}
@@ -467,6 +471,17 @@ def termweb_sessions(args, metrics: dict, details: dict, notes: list[str]) -> No
         f"{report.percentile(killed['dropped_ms'], 50):.1f} ms, "
         f"{max(killed['attempts'])} connect attempts at most; reattached on: "
         + ", ".join(f"{where} {count}" for where, count in sorted(killed["landed_on"].items())))
+
+    _log(f"termweb: kill -9 of the tmux server under {args.backend_sessions} live terminals, "
+         f"{args.backend_repeats} times")
+    with rc_free_shell() as shell, TermwebServer({"TERMWEB_SHELL": shell}) as server:
+        replaced = scenarios.backend_replacement(server.base_url, args.backend_sessions,
+                                                 args.backend_repeats)
+    metrics["backend_lost_p50_ms"] = report.percentile(replaced["lost_ms"], 50)
+    metrics["backend_replaced_p50_ms"] = report.percentile(replaced["replaced_ms"], 50)
+    metrics["backend_replaced_max_ms"] = max(replaced["replaced_ms"])
+    metrics["backend_new_p50_ms"] = report.percentile(replaced["new_ms"], 50)
+    details["backend_replacement"] = replaced
 
     _log(f"termweb: Redis commands per keystroke: {args.redis_keystrokes} keystrokes, "
          f"{args.redis_cycles} connect cycles")

@@ -5,8 +5,11 @@ Times are from ``time.perf_counter()``; latencies are returned in ms.
 from __future__ import annotations
 
 import itertools
+import json
 import multiprocessing
+import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -17,8 +20,8 @@ from typing import Callable
 import websocket
 
 from . import load
-from .client import (NODELAY, Closed, TermClient, cookie_header, drain, login_form, post_login,
-                     visible, wait_for_prompt)
+from .client import (NODELAY, Closed, TermClient, cookie_header, drain, http_request, login_form,
+                     post_login, visible, wait_for_prompt)
 from .report import percentile
 from .server import BenchError
 
@@ -614,6 +617,52 @@ def auth_overhead(off_url: str, on_url: str, user: str, password: str, token: st
 
 # Bulk output: the marker is printed, not typed (the command line reads `$((6*7))`).
 BULK_MARK = b"BULK-DONE-42"
+
+
+def backend_replacement(base_url: str, sessions: int, repeats: int,
+                        connect: Callable = TermClient) -> dict:
+    """Scenario 11 (issue #5): ``kill -9`` of the tmux server under ``sessions``
+    live terminals, ``repeats`` times.
+
+    From just before the kill: ``lost_ms``, until every live terminal's
+    socket has been told (its close frame arrived); ``replaced_ms``, until
+    /readyz names a new tmux server (polled every 10 ms); ``new_ms``, until a
+    new terminal opened after that shows its prompt.
+    """
+    samples: dict[str, list[float]] = {"lost_ms": [], "replaced_ms": [], "new_ms": []}
+    for _ in range(repeats):
+        terms = [connect(base_url) for _ in range(sessions)]
+        for term in terms:
+            wait_for_prompt(term, quiet=0.05)
+        old = _tmux_pid(base_url)
+        started = time.perf_counter()
+        os.kill(old, signal.SIGKILL)
+        for term in terms:
+            deadline = time.perf_counter() + 10
+            try:
+                while time.perf_counter() < deadline:
+                    term.recv_output(deadline - time.perf_counter())
+            except Closed:
+                pass
+            term.close()
+        samples["lost_ms"].append((time.perf_counter() - started) * 1000)
+        deadline = time.perf_counter() + 10
+        while _tmux_pid(base_url) in (None, old):
+            if time.perf_counter() > deadline:
+                raise BenchError("no new tmux server within 10 s of the kill")
+            time.sleep(0.01)
+        samples["replaced_ms"].append((time.perf_counter() - started) * 1000)
+        fresh = connect(base_url)
+        wait_for_prompt(fresh, quiet=0.05)
+        samples["new_ms"].append((time.perf_counter() - started) * 1000)
+        fresh.end()
+    return samples
+
+
+def _tmux_pid(base_url: str) -> int | None:
+    status, _, body = http_request(base_url, "GET", "/readyz")
+    backends = json.loads(body).get("backends") or [{}]
+    return backends[0].get("pid") if backends[0].get("up") else None
 
 
 def bulk_output(base_url: str, lines: int, connect: Callable = TermClient,

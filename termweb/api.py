@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from . import auth
@@ -187,6 +187,22 @@ def revoke_share(session_id: str, share_id: str):
     accounts.revoke_share(share_id)
     gateway().revoke_viewers(share_id)
     return "", 204
+
+
+@bp.get("/api/admin/backends")
+def list_backends():
+    """Admins: the tmux backends, as /readyz and /metrics see them."""
+    if not auth.principal().is_admin:
+        raise ApiError(403, "forbidden", "only an admin may see the backends")
+    return jsonify(backends=gateway().backend_health())
+
+
+@bp.get("/admin")
+def admin_page():
+    """Admins: backends and everyone's sessions (static/js/admin.js)."""
+    if not auth.principal().is_admin:
+        abort(403, "only an admin may see this page")
+    return render_template("admin.html")
 
 
 def _json_body() -> dict:

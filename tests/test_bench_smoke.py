@@ -32,6 +32,8 @@ TERMWEB_KEYS = [
     "kill_affected_sessions", "kill_total_ms", "kill_p50_ms", "kill_p95_ms",
     "redis_ops_per_keystroke", "redis_ops_per_connect", "redis_ops_per_reattach",
     "redis_ops_per_disconnect",
+    # Issue #5: a killed tmux server is told and replaced.
+    "backend_lost_p50_ms", "backend_replaced_p50_ms", "backend_replaced_max_ms", "backend_new_p50_ms",
     # Issue #4: login off, then on with each credential /ws accepts.
     *(f"auth_{way}_{what}" for way in ("off", "cookie", "bearer", "query")
       for what in ("connect_p50_ms", "connect_p95_ms", "upgrade_p50_ms")),
