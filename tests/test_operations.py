@@ -156,10 +156,14 @@ def test_metrics_add_up_across_workers_and_move(gunicorn_factory, redis_server, 
     assert value(samples(server), "termweb_sessions", status="disconnected") == 3
 
 
-def test_metrics_are_for_admins(auth_server):
+def test_metrics_and_backends_are_for_admins(auth_server):
     assert get(auth_server, "/metrics")[0] == 401
     alice = auth_server.session("alice")
     assert alice.request("GET", "/metrics")[0] == 403
+    assert alice.api("GET", "/api/admin/backends")[1]["error"]["code"] == "forbidden"
+    backends = auth_server.session("admin").api("GET", "/api/admin/backends")[1]["backends"]
+    assert [(b["up"], b["pid"]) for b in backends] == [
+        (True, int(auth_server.tmux.run("display", "-p", "#{pid}")))]
     assert auth_server.session("admin").request("GET", "/metrics")[0] == 200
     bearer = {"Authorization": f"Bearer {auth_server.token('admin')}"}
     assert value(samples(auth_server, bearer), "termweb_backend_up") == 1
