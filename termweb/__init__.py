@@ -12,9 +12,19 @@ from .metrics import Metrics
 from .config import Settings
 from .sessions import SessionRouter
 from .store import StoreUnavailable, open_store
-from .tmux import TmuxServer
+from .health import POOL_SIZE_SETTING
+from .pool import BackendPool
 
 __version__ = "0.1.0"
+
+
+def _pool_size(settings: Settings, store) -> int:
+    """The size an admin last set (shared through the store), else TERMWEB_BACKEND_POOL_SIZE."""
+    try:
+        stored = store.get_setting(POOL_SIZE_SETTING)
+    except StoreUnavailable:
+        stored = None
+    return int(stored) if stored else settings.backend_pool_size
 log = logging.getLogger("termweb")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,11 +44,16 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Client messages are handled in the reader as they arrive.
         "event_class": transport.InputDispatchEvent,
     }
-    tmux = TmuxServer(settings.tmux_socket, settings.shell, settings.history_limit)
-    tmux.start()
     store = open_store(settings.redis_url, settings.redis_prefix, settings.session_ttl)
-    router = SessionRouter(store, tmux, run_as_users=settings.run_as == "user",
-                           max_sessions=settings.max_sessions_per_backend,
+    pool = BackendPool(
+        settings.tmux_socket, settings.shell, settings.history_limit, size=_pool_size(settings, store),
+        max_sessions=settings.max_sessions_per_backend,
+        # A warm shell cannot know whose it will be when each user's shells
+        # run as their own account.
+        warm_per_backend=0 if settings.run_as == "user" else settings.warm_sessions)
+    pool.discover()
+    pool.start()
+    router = SessionRouter(store, pool, run_as_users=settings.run_as == "user",
                            create_concurrency=settings.create_concurrency,
                            create_wait=settings.create_wait_ms / 1000)
     gw = gateway.Gateway(settings, router, open_accounts(settings, store), Metrics())

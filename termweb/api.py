@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from . import auth
 from . import protocol as p
 from .gateway import gateway
+from .pool import MAX_BACKENDS
 from .ratelimit import RateLimited
 from .sessions import REASON_ENDED_BY_USER, Busy, InvalidRequest, SessionEnded, SessionNotFound
 from .store import SessionState, StoreUnavailable, derived_status
@@ -195,6 +196,19 @@ def list_backends():
     if not auth.principal().is_admin:
         raise ApiError(403, "forbidden", "only an admin may see the backends")
     return jsonify(backends=gateway().backend_health())
+
+
+@bp.post("/api/admin/backends")
+def scale_backends():
+    """Admins: grow or drain the backend pool, ``{"size": n}``. Draining
+    backends take no new sessions and stop once their last one ends."""
+    if not auth.principal().is_admin:
+        raise ApiError(403, "forbidden", "only an admin may scale the backends")
+    size = _json_body().get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_BACKENDS:
+        raise ApiError(400, "invalid_field", f"size must be a whole number from 1 to {MAX_BACKENDS}")
+    gateway().monitor.scale(size)
+    return jsonify(backends=gateway().monitor.health())
 
 
 @bp.get("/admin")

@@ -62,7 +62,9 @@ class Settings:
     ws_messages_per_second: int = 500
     ws_input_bytes_per_second: int = 1024 * 1024
     # Backends
+    backend_pool_size: int = 1
     max_sessions_per_backend: int = 2000
+    warm_sessions: int = 2
     create_concurrency: int = 4
     create_wait_ms: int = 5000
     health_interval_ms: int = 1000
@@ -92,11 +94,12 @@ class Settings:
             # Each terminal holds a worker connection for its whole life;
             # without headroom the page and health checks stop answering.
             raise ConfigError("TERMWEB_MAX_TERMINALS must be below TERMWEB_WORKER_CONNECTIONS")
-        for name in ("trusted_proxies", "remember_days", "create_wait_ms"):
+        for name in ("trusted_proxies", "remember_days", "create_wait_ms", "warm_sessions"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TERMWEB_{name.upper()} must be 0 or positive")
         for name in ("max_sessions_per_user", "ws_messages_per_second", "ws_input_bytes_per_second",
-                     "max_sessions_per_backend", "create_concurrency", "health_interval_ms"):
+                     "max_sessions_per_backend", "create_concurrency", "health_interval_ms",
+                     "backend_pool_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"TERMWEB_{name.upper()} must be positive")
         for name in ("login_rate_ip", "login_rate_account", "create_rate"):

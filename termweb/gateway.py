@@ -91,9 +91,9 @@ class Gateway:
         return counts
 
     def backend_health(self) -> list[dict]:
-        """Each tmux backend: does it answer, how fast, how full (the latest
-        probe of the monitor, or a fresh one before its first)."""
-        return [self.monitor.last or self.monitor.probe()]
+        """Each tmux backend: does it answer, how fast, how full (the
+        monitor's latest probes)."""
+        return self.monitor.health()
 
     def _watch_credentials(self) -> None:
         """Close connections whose credential ended since they opened: a
@@ -234,6 +234,7 @@ class TerminalConnection:
                                   max(limits.ws_input_bytes_per_second, limits.max_message_bytes))
         self._limited_told = 0.0
         self.session_id: str | None = None
+        self.backend_id: str | None = None  # the tmux server it runs on
         self.bridge: PtyBridge | None = None
         self.counted = False  # the store counts this connection: detach at the end
         self._gauged = False  # counted in termweb_connections
@@ -325,6 +326,7 @@ class TerminalConnection:
             raise Refusal("backend_unavailable", f"could not start the terminal: {exc}",
                           p.CLOSE_INTERNAL) from None
         self.bridge, self.counted = attachment.bridge, True
+        self.backend_id = attachment.state.backend_id
         self.gw.metrics.connections.inc()
         self._gauged = True
         self.send(p.message(p.CONTROL, self.session_id, {
@@ -402,12 +404,13 @@ class TerminalConnection:
                 self._close(p.CLOSE_NORMAL, "disconnect requested")
             return
         output.get()  # re-raises a failure of the output side
-        router = self.gw.router
-        if router.exists(self.session_id):
+        router, backend_id = self.gw.router, self.backend_id
+        if router.exists(self.session_id, backend_id):
             raise Refusal("backend_unavailable", "the terminal's tmux client ended unexpectedly",
                           p.CLOSE_INTERNAL)
         # Lost if the server is gone, or was already found dead and replaced.
-        reason = self._record_end(REASON_EXITED if router.backend_running() else REASON_LOST)
+        running = router.backend_running(backend_id)
+        reason = self._record_end(REASON_EXITED if running else REASON_LOST)
         if reason == REASON_LOST:
             raise Refusal("session_lost", "the tmux server behind this terminal stopped; "
                           "its shell is gone", p.CLOSE_NOT_FOUND)
@@ -561,7 +564,7 @@ class TerminalConnection:
 
     def _clear(self, msg: p.ClientMessage) -> None:
         try:
-            self.gw.router.clear(self.session_id)
+            self.gw.router.clear(self.session_id, self.backend_id)
         except TmuxError as exc:
             self.send(p.error(self.session_id, "backend_unavailable", str(exc), msg.message_id))
 

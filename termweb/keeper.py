@@ -29,6 +29,7 @@ from .config import Settings
 from .sessions import (DEFAULT_USER, REASON_EXPIRED, REASON_VANISHED, SESSION_ID,
                        SessionRouter)
 from .store import ACTIVE, DISCONNECTED, SessionState, StoreUnavailable
+from .pool import WARM_PREFIX, Backend
 from .tmux import TmuxError
 
 log = logging.getLogger("termweb.keeper")
@@ -46,19 +47,24 @@ class SessionKeeper:
         self._suspects: dict[str, tuple[int, int]] = {}
         self._store_was_down = False
 
-    def sweep(self) -> Counter:
-        """Reconcile once; return what was done (adopted, ended, expired, ...)."""
+    def sweep(self, backend: Backend | None = None) -> Counter:
+        """Reconcile one backend (every one by default); return what was done
+        (adopted, ended, expired, ...)."""
+        if backend is None:
+            return sum((self.sweep(b) for b in list(self.router.pool.backends)), Counter())
         router, store, now = self.router, self.router.store, time.time()
         report: Counter = Counter()
         # tmux first, then the store: a session is created after its record,
         # so every session listed here has its record in the read that follows.
-        infos = {info.name: info for info in router.tmux.session_info()}
-        records = {s.session_id: s for s in store.list() if s.backend_id == router.backend_id}
+        # Warm sessions are the pool's, not anyone's.
+        infos = {info.name: info for info in backend.tmux.session_info()
+                 if not info.name.startswith(WARM_PREFIX)}
+        records = {s.session_id: s for s in store.list() if s.backend_id == backend.id}
         for sid, state in records.items():
             info = infos.get(sid)
             if state.ended:
                 if info is not None:  # ended, but the kill did not happen
-                    router.kill(sid)
+                    router.kill(sid, backend.id)
                     report["killed"] += 1
             elif info is None:
                 if now - state.created_at > CREATE_GRACE_SECONDS:
@@ -68,7 +74,7 @@ class SessionKeeper:
                 self._reconcile(state, info, now, report)
         for sid, info in infos.items():
             if sid not in records and store.get(sid) is None:
-                self._orphan(sid, info, now, report)
+                self._orphan(backend, sid, info, now, report)
         for sid in set(self._suspects) - set(infos):
             del self._suspects[sid]
         if any(report.values()):
@@ -94,21 +100,21 @@ class SessionKeeper:
             self._suspects.pop(sid, None)
         if count == 0 and state.disconnected_at and now - state.disconnected_at > self.settings.session_ttl:
             store.end(sid, REASON_EXPIRED, now)
-            self.router.kill(sid)
+            self.router.kill(sid, state.backend_id)
             report["expired"] += 1
             return
         # Refreshes the record's TTL too.
         store.update(sid, last_activity=max(state.last_activity, info.activity),
                      working_directory=info.working_directory or state.working_directory)
 
-    def _orphan(self, sid: str, info, now: float, report: Counter) -> None:
+    def _orphan(self, backend: Backend, sid: str, info, now: float, report: Counter) -> None:
         if self.settings.orphans == "reap" or not SESSION_ID.fullmatch(sid):
             # A session named by hand cannot be addressed by id: never adopted.
-            self.router.kill(sid)
+            self.router.kill(sid, backend.id)
             report["reaped"] += 1
             return
         self.router.store.create(SessionState(
-            session_id=sid, user_id=info.owner or DEFAULT_USER, backend_id=self.router.backend_id,
+            session_id=sid, user_id=info.owner or DEFAULT_USER, backend_id=backend.id,
             status=ACTIVE if info.attached else DISCONNECTED, last_activity=info.activity,
             connection_count=info.attached, working_directory=info.working_directory,
             created_at=info.created, disconnected_at=0.0 if info.attached else now))
@@ -118,10 +124,15 @@ class SessionKeeper:
         """Sweep unless another worker holds the lease; never raises."""
         interval = self.settings.reconcile_interval
         try:
-            if not self.router.store.lead(f"sweep:{self.router.backend_id}", self.holder,
-                                          interval * 1.5):
+            report: Counter = Counter()
+            led = False
+            for backend in list(self.router.pool.backends):
+                if backend.up and self.router.store.lead(f"sweep:{backend.id}", self.holder,
+                                                         interval * 1.5):
+                    led = True
+                    report += self.sweep(backend)
+            if not led:
                 return None
-            report = self.sweep()
         except StoreUnavailable as exc:
             if not self._store_was_down:
                 log.warning("session sweep skipped: %s", exc)

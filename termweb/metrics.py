@@ -112,12 +112,15 @@ class _ScrapeTime:
                                      labels=labels)
         probe = GaugeMetricFamily("termweb_backend_probe_seconds", "Time the tmux server took to answer",
                                   labels=labels)
+        warm = GaugeMetricFamily("termweb_backend_warm_sessions", "Warm sessions ready on the backend",
+                                 labels=labels)
         for backend in health:
             up.add_metric([backend["id"]], 1 if backend["up"] else 0)
             load.add_metric([backend["id"]], backend["sessions"])
             capacity.add_metric([backend["id"]], backend["capacity"])
             probe.add_metric([backend["id"]], backend["probeSeconds"])
-        yield from (up, load, capacity, probe)
+            warm.add_metric([backend["id"]], backend.get("warm", 0))
+        yield from (up, load, capacity, probe, warm)
 
 
 def _rss_bytes() -> int:

@@ -14,20 +14,19 @@ import pwd
 import re
 import secrets
 import shutil
-import socket
 import threading
 import time
 from dataclasses import dataclass
 
 from .bridge import PtyBridge
 from .store import SessionState, SessionStore
+from .pool import Backend, BackendPool, NoRoom
 from .tmux import TmuxError, TmuxServer
 
 log = logging.getLogger("termweb.sessions")
 
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 DEFAULT_USER = "local"
-COUNT_MAX_AGE_SECONDS = 1.0
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_ENV_VARS = 64
 MAX_ENV_VALUE = 4096
@@ -83,11 +82,6 @@ def shell_account(user_id: str) -> pwd.struct_passwd:
     return account
 
 
-def backend_id_for(tmux: TmuxServer) -> str:
-    """Names the tmux server sessions live in: this host and its socket."""
-    return f"{socket.gethostname()}/{tmux.socket}"
-
-
 @dataclass
 class Attachment:
     state: SessionState
@@ -96,19 +90,29 @@ class Attachment:
 
 
 class SessionRouter:
-    def __init__(self, store: SessionStore, tmux: TmuxServer, run_as_users: bool = False,
-                 max_sessions: int = 2000, create_concurrency: int = 4, create_wait: float = 5.0):
+    def __init__(self, store: SessionStore, backends: BackendPool | TmuxServer,
+                 run_as_users: bool = False, create_concurrency: int = 4, create_wait: float = 5.0):
         self.store = store
-        self.tmux = tmux
-        self.backend_id = backend_id_for(tmux)
+        self.pool = backends if isinstance(backends, BackendPool) else BackendPool.of(backends)
         # TERMWEB_RUN_AS=user: each user's shells run as their own OS account.
         self.run_as_users = run_as_users
-        self.max_sessions = max_sessions
         # A burst of new terminals (a login storm) starts a few shells at a
         # time; the rest wait up to create_wait seconds, then hear `busy`.
         self._creating = threading.BoundedSemaphore(create_concurrency)
         self.create_wait = create_wait
-        self._count = (float("-inf"), 0)  # (when tmux was asked, sessions)
+
+    @property
+    def tmux(self) -> TmuxServer:
+        """The first backend's tmux server (the only one of a pool of one)."""
+        return self.pool.first.tmux
+
+    def backend(self, backend_id: str) -> Backend:
+        """The backend running a session; TmuxError when this host has none such."""
+        backend = self.pool.get(backend_id)
+        if backend is None:
+            raise TmuxError(f"this terminal runs on backend {backend_id}, which this instance "
+                            "cannot reach")
+        return backend
 
     # -- lookups ------------------------------------------------------------
 
@@ -132,9 +136,10 @@ class SessionRouter:
         states = [s for s in self.store.list(user_id) if not s.ended]
         return sorted(states, key=lambda s: s.last_activity, reverse=True)
 
-    def exists(self, session_id: str) -> bool:
+    def exists(self, session_id: str, backend_id: str) -> bool:
         """Whether tmux still runs the session (tmux is the ground truth)."""
-        return bool(SESSION_ID.fullmatch(session_id)) and self.tmux.has_session(session_id)
+        return bool(SESSION_ID.fullmatch(session_id)) and self.backend(backend_id).tmux.has_session(
+            session_id)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -154,7 +159,11 @@ class SessionRouter:
 
     def _create(self, user_id, cols, rows, working_directory, environment) -> SessionState:
         environment = validate_environment(environment)
-        home, command = self.tmux.env["HOME"], None
+        try:
+            backend = self.pool.acquire()
+        except NoRoom as exc:
+            raise Busy(f"{exc}; try again later") from None
+        home, command = backend.tmux.env["HOME"], None
         if self.run_as_users:
             home, command = self._shell_as(user_id, environment)
         if working_directory is not None:
@@ -162,32 +171,24 @@ class SessionRouter:
                 raise InvalidRequest("workingDirectory must be an absolute path")
             if not os.path.isdir(working_directory):
                 raise InvalidRequest(f"workingDirectory {working_directory[:200]!r} is not a directory")
-        if self.session_count() >= self.max_sessions:
-            raise Busy(f"the tmux server is full (TERMWEB_MAX_SESSIONS_PER_BACKEND="
-                       f"{self.max_sessions}); try again later")
         now = time.time()
         state = SessionState(
-            session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=self.backend_id,
+            session_id=secrets.token_urlsafe(16), user_id=user_id, backend_id=backend.id,
             last_activity=now, working_directory=working_directory or home,
             environment=environment, created_at=now, disconnected_at=now)
         self.store.create(state)
+        # A warm shell when nothing about it was asked for: a rename, no start-up.
+        plain = working_directory is None and not environment and command is None
         try:
-            self.tmux.new_session(state.session_id, cols, rows, working_directory or home,
-                                  None if command else environment, owner=user_id,
-                                  command=command)
+            if not (plain and self.pool.take_warm(backend, state.session_id, user_id)):
+                backend.tmux.new_session(state.session_id, cols, rows, working_directory or home,
+                                         None if command else environment, owner=user_id,
+                                         command=command)
+                backend.sessions += 1
         except Exception:
             self._forget(state.session_id)  # no record of a session that never started
             raise
-        self._count = (self._count[0], self._count[1] + 1)
         return state
-
-    def session_count(self) -> int:
-        """Sessions on the tmux server: asked at most once a second, counted
-        up by our own creates in between (a create costs no extra tmux call)."""
-        asked, count = self._count
-        if time.monotonic() - asked > COUNT_MAX_AGE_SECONDS:
-            self._count = (time.monotonic(), len(self.tmux.list_sessions()))
-        return self._count[1]
 
     def _shell_as(self, user_id: str, environment: dict[str, str]) -> tuple[str, list[str]]:
         """The user's home and the command that starts their login shell as
@@ -197,7 +198,7 @@ class SessionRouter:
         (LD_PRELOAD would run as root): env sets them after the switch.
         """
         account = shell_account(user_id)
-        runuser = shutil.which("runuser", path=self.tmux.env["PATH"]) or "runuser"
+        runuser = shutil.which("runuser", path=self.pool.first.tmux.env["PATH"]) or "runuser"
         assignments = [f"{name}={value}" for name, value in environment.items()]
         return account.pw_dir, [runuser, "-u", account.pw_name, "--", "env", *assignments,
                                 account.pw_shell, "-l"]
@@ -215,17 +216,17 @@ class SessionRouter:
         if state.ended:
             raise SessionEnded(state.ended_reason)
         history = b""
+        tmux = self.backend(state.backend_id).tmux
         if not created:
-            self._check_backend(state)
             try:
                 if history_lines > 0:  # capturing also proves the session is there
-                    history = self.tmux.capture_history(session_id, history_lines)
+                    history = tmux.capture_history(session_id, history_lines)
                     if not history.strip(b"\n"):
                         history = b""
-                elif not self.tmux.has_session(session_id):
+                elif not tmux.has_session(session_id):
                     raise TmuxError("can't find session")
             except TmuxError as exc:
-                if self.tmux.running() and not self.tmux.has_session(session_id):
+                if tmux.running() and not tmux.has_session(session_id):
                     self.store.end(session_id, REASON_VANISHED, time.time())
                     raise SessionEnded(REASON_VANISHED) from None
                 raise exc
@@ -233,8 +234,7 @@ class SessionRouter:
         if counted is None:  # ended between our two reads
             raise SessionEnded(REASON_EXITED)
         try:
-            bridge = PtyBridge(self.tmux.attach_command(session_id, read_only), self.tmux.env,
-                               cols, rows)
+            bridge = PtyBridge(tmux.attach_command(session_id, read_only), tmux.env, cols, rows)
         except Exception:
             self.detach(session_id)
             raise
@@ -261,28 +261,28 @@ class SessionRouter:
         state = self.get(session_id, user_id, admin)
         if state.ended:
             raise SessionEnded(state.ended_reason)
-        self._check_backend(state)
+        backend = self.backend(state.backend_id)
         # The record first, so attached pages are told who ended the session.
         self.store.end(session_id, reason, time.time())
-        self.kill(session_id)
+        self.kill(session_id, backend.id)
 
-    def mark_backend_lost(self) -> int:
-        """Record every running session of this backend as lost (its tmux
-        server died); return how many."""
+    def mark_backend_lost(self, backend_id: str) -> int:
+        """Record every running session of a backend as lost (its tmux server
+        died); return how many."""
         now, lost = time.time(), 0
         for state in self.store.list(None):
-            if not state.ended and state.backend_id == self.backend_id:
+            if not state.ended and state.backend_id == backend_id:
                 self.store.end(state.session_id, REASON_LOST, now)
                 lost += 1
-        self._count = (float("-inf"), 0)
         return lost
 
-    def kill(self, session_id: str) -> None:
+    def kill(self, session_id: str, backend_id: str) -> None:
         """Kill a tmux session if it is there."""
+        tmux = self.backend(backend_id).tmux
         try:
-            self.tmux.kill_session(session_id)
+            tmux.kill_session(session_id)
         except TmuxError as exc:
-            if self.tmux.has_session(session_id):
+            if tmux.has_session(session_id):
                 raise
             log.debug("kill %s: already gone (%s)", session_id, exc)
 
@@ -292,18 +292,14 @@ class SessionRouter:
         except Exception:  # noqa: BLE001 -- best effort; the sweep ends stale records
             log.exception("could not delete the record of failed session %s", session_id)
 
-    def _check_backend(self, state: SessionState) -> None:
-        if state.backend_id != self.backend_id:
-            raise TmuxError(f"this terminal runs on backend {state.backend_id}, which this "
-                            f"instance ({self.backend_id}) cannot reach")
-
     # -- commands -----------------------------------------------------------
 
-    def clear(self, session_id: str) -> None:
-        self.tmux.clear(session_id)
+    def clear(self, session_id: str, backend_id: str) -> None:
+        self.backend(backend_id).tmux.clear(session_id)
 
-    def backend_running(self) -> bool:
-        return self.tmux.running()
+    def backend_running(self, backend_id: str) -> bool:
+        backend = self.pool.get(backend_id)
+        return backend is not None and backend.tmux.running()
 
 
 def validate_environment(environment) -> dict[str, str]:

@@ -170,6 +170,13 @@ class SessionStore(ABC):
         One worker among all instances sweeps at a time.
         """
 
+    @abstractmethod
+    def get_setting(self, name: str) -> str | None:
+        """A value every worker and instance shares (e.g. the backend pool's size)."""
+
+    @abstractmethod
+    def set_setting(self, name: str, value: str) -> None: ...
+
     def ping(self) -> None:
         """Raise StoreUnavailable if the store cannot be reached."""
 
@@ -193,6 +200,7 @@ class MemoryStore(SessionStore):
         super().__init__(record_ttl, ended_retention)
         self._records: dict[str, tuple[SessionState, float]] = {}  # id -> (state, expires at)
         self._leases: dict[str, tuple[str, float]] = {}
+        self._settings: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def _live(self, session_id: str) -> SessionState | None:
@@ -261,6 +269,12 @@ class MemoryStore(SessionStore):
     def delete(self, session_id: str) -> None:
         with self._lock:
             self._records.pop(session_id, None)
+
+    def get_setting(self, name: str) -> str | None:
+        return self._settings.get(name)
+
+    def set_setting(self, name: str, value: str) -> None:
+        self._settings[name] = value
 
     def lead(self, name: str, holder: str, ttl: float) -> bool:
         with self._lock:
@@ -457,6 +471,12 @@ class RedisStore(SessionStore):
                 pipe.srem(self._user_key(state.user_id), session_id)
             pipe.execute()
         self._call(remove)
+
+    def get_setting(self, name: str) -> str | None:
+        return self._call(self.redis.get, f"{self.prefix}setting:{name}")
+
+    def set_setting(self, name: str, value: str) -> None:
+        self._call(self.redis.set, f"{self.prefix}setting:{name}", value)
 
     def lead(self, name: str, holder: str, ttl: float) -> bool:
         return bool(self._call(self._lead, keys=[f"{self.prefix}lease:{name}"],

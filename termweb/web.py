@@ -39,7 +39,8 @@ def readyz():
     except StoreUnavailable as exc:
         problems.append(str(exc))
     backends = gw.backend_health()
-    if not any(b["up"] and b["sessions"] < b["capacity"] for b in backends):
+    if not any(b["up"] and b.get("state") == "active" and b["sessions"] < b["capacity"]
+               for b in backends):
         problems.append("no tmux backend is up with room for another session")
     body = {"ready": not problems, "problems": problems, "backends": backends}
     return jsonify(body), 503 if problems else 200

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.server import RedisServer
+from termweb.pool import MAX_BACKENDS, backend_socket
 from termweb.tmux import TmuxServer
 
 from .helpers import HttpSession, TermClient, free_port, wait_until
@@ -63,6 +64,15 @@ class GunicornServer:
     tmux: TmuxServer
     log_path: Path
     env: dict[str, str]
+
+    def backends(self) -> list[TmuxServer]:
+        """The pool's tmux servers that exist: the first, and <socket>-1… after it."""
+        servers = [self.tmux]
+        for index in range(1, MAX_BACKENDS):
+            server = TmuxServer(backend_socket(self.tmux.socket, index), TEST_SHELL)
+            if os.path.exists(server.socket_path):
+                servers.append(server)
+        return servers
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         """Run `termweb …` against this server's store."""
@@ -169,8 +179,10 @@ def gunicorn_factory(tmp_path):
         home.mkdir(parents=True)
         # Login is off unless a test turns it on (auth="on"): most tests are
         # about terminals, and the auth tests say so.
+        # No warm sessions either unless asked for: tests count tmux sessions.
         env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
                "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home), "TERMWEB_AUTH": "off",
+               "TERMWEB_WARM_SESSIONS": "0",
                "TERMWEB_INSTANCE_PATH": str(workdir / "instance"),
                **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
         process = start_gunicorn(workdir, env)
@@ -185,7 +197,8 @@ def gunicorn_factory(tmp_path):
     yield start
     for server in started:
         stop_process(server.process)
-        server.tmux.kill_server()
+        for backend in server.backends():
+            backend.kill_server()
 
 
 @pytest.fixture
