@@ -52,6 +52,16 @@ METRICS = {
     "kill_total_ms": ("Worker killed: all {affected} reattached and answering", "ms", 2000.0),
     "kill_p50_ms": ("Worker killed: one terminal reattached and answering, p50", "ms", None),
     "kill_p95_ms": ("Worker killed: one terminal reattached and answering, p95", "ms", None),
+    "pool_warm_connect_p50_ms": ("New terminal → first prompt, warm session, p50", "ms", 8.0),
+    "pool_warm_connect_p95_ms": ("New terminal → first prompt, warm session, p95", "ms", None),
+    "pool_warm_ready_p50_ms": ("New terminal → `ready`, warm session, p50", "ms", None),
+    "pool_cold_connect_p50_ms": ("New terminal → first prompt, no warm pool, p50", "ms", None),
+    "pool_cold_connect_p95_ms": ("New terminal → first prompt, no warm pool, p95", "ms", None),
+    "pool_cold_ready_p50_ms": ("New terminal → `ready`, no warm pool, p50", "ms", None),
+    "pool_capacity{n}_pss_per_terminal_mb": ("Pool of {backends}, {n} open: memory per terminal, PSS", "MB", 1.4),
+    "pool_capacity{n}_open_s": ("Pool of {backends}, {n} open: time to open the step", "s", None),
+    "pool_capacity{n}_failures": ("Pool of {backends}, {n} open: connect failures", "failures", None),
+    "pool_capacity{n}_echo_p99_ms": ("Pool of {backends}, {n} open: probe echo p99", "ms", 50.0),
     "backend_lost_p50_ms": ("tmux server killed: its live terminals told, p50", "ms", None),
     "backend_replaced_p50_ms": ("tmux server killed: a new one running, p50", "ms", None),
     "backend_replaced_max_ms": ("tmux server killed: a new one running, max", "ms", 3000.0),
@@ -186,7 +196,8 @@ def table(results: dict) -> list[str]:
     params, targets = results["parameters"], results["targets"]
     metrics, ratio = results["metrics"], results.get("ratios", {})
     names = {"memory": params["memory_terminals"], "bulk": params["bulk_lines"],
-             "affected": round(metrics.get("termweb", {}).get("kill_affected_sessions", 0))}
+             "affected": round(metrics.get("termweb", {}).get("kill_affected_sessions", 0)),
+             "backends": params.get("pool_backends", "?")}
     present = {key for values in metrics.values() for key in values}
     rows = [f"| metric | {' | '.join(targets)} | ratio termweb/terminado | target (termweb) |",
             "|---|" + "---|" * len(targets) + "---|---|"]

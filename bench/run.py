@@ -101,11 +101,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  f"{','.join(map(str, SMOKE_STEPS[name]))}")
     parser.add_argument("--targets", type=_targets, default=list(TARGET_NAMES),
                         help="comma-separated: termweb, terminado (default both)")
-    parser.add_argument("--only", choices=("gateway", "sessions", "auth"), default=None,
+    parser.add_argument("--only", choices=("gateway", "sessions", "auth", "pool"), default=None,
                         help="run one group of scenarios: 'gateway' (echo, load, connect, bulk "
                              "output, capacity; termweb's memory by part), 'sessions' "
-                             "(reconnect; termweb's worker kill and Redis commands) or 'auth' "
-                             "(termweb alone: login and handshake overhead)")
+                             "(reconnect; termweb's worker kill, tmux server kill and Redis "
+                             "commands), 'auth' (termweb alone: login and handshake overhead) or "
+                             "'pool' (termweb alone: warm and cold connects, the capacity ladder "
+                             "over several tmux servers)")
+    parser.add_argument("--pool-backends", type=int, default=4,
+                        help="tmux servers of the pool group's capacity ladder (default 4)")
     parser.add_argument("--load-loop", choices=("sleep", "read"), default="read",
                         help="the load terminals' loop, both printing a line every 50 ms: "
                              "'read' (default: `read -t`, no fork per line) or 'sleep' (forks a "
@@ -125,9 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--memory-terminals must be at least 2")
     if args.capacity_steps[0] < 2:
         parser.error("--capacity-steps must start at 2 or more (the probe terminal is one)")
-    if args.only == "auth":  # termweb's own: nothing to compare
+    if args.only in ("auth", "pool"):  # termweb's own: nothing to compare
         if "termweb" not in args.targets:
-            parser.error("--only auth measures termweb: --targets must include it")
+            parser.error(f"--only {args.only} measures termweb: --targets must include it")
         args.targets = ["termweb"]
     return args
 
@@ -358,7 +362,8 @@ COMPARED = [
 
 
 def run(args) -> dict:
-    results: dict = {"parameters": {name: getattr(args, name) for name in [*FULL, *FULL_STEPS]}
+    results: dict = {"parameters": {name: getattr(args, name)
+                                    for name in [*FULL, *FULL_STEPS, "pool_backends"]}
                      | {"smoke": args.smoke, "load_loop": args.load_loop, "only": args.only,
                         "targets": args.targets},
                      "context": context(), "targets": args.targets, "metrics": {}, "details": {},
@@ -382,6 +387,9 @@ def run(args) -> dict:
         if args.only in (None, "auth"):
             with rc_free_shell() as shell:
                 termweb_auth(args, shell, results)
+        if args.only in (None, "pool"):
+            with rc_free_shell() as shell:
+                termweb_pool(args, shell, results)
     results["ratios"] = report.ratios(results)
     ctx["loadavg_after"] = os.getloadavg()
     results["duration_s"] = time.monotonic() - started
@@ -530,6 +538,43 @@ def termweb_auth(args, shell: str, results: dict) -> None:
         + "; first connect each way (unmeasured): " + ", ".join(
             f"{way} {out[way]['cold_ms']:.1f} ms" for way in scenarios.AUTH_WAYS)
         + f"; GET /login p50 {report.percentile(out['login_page_ms'], 50):.1f} ms")
+
+
+def termweb_pool(args, shell: str, results: dict) -> None:
+    """Issue #5: connect → first prompt with warm sessions and without, and
+    the capacity ladder spread over several tmux servers."""
+    metrics, details = results["metrics"]["termweb"], results["details"]["termweb"]
+    # Connects come 0.3 s apart and the pool refills every 0.1 s: each one
+    # finds a warm shell, as a user does who is not in a login storm.
+    for label, env in (("warm", {"TERMWEB_WARM_SESSIONS": "2", "TERMWEB_HEALTH_INTERVAL_MS": "100"}),
+                       ("cold", {"TERMWEB_WARM_SESSIONS": "0"})):
+        _log(f"termweb: connect → prompt, {label} ({args.connects} connects)")
+        with TermwebServer({"TERMWEB_SHELL": shell, **env}) as server:
+            time.sleep(0.5)  # the first warm shells reach their prompts
+            out = scenarios.connect_to_prompt(server.base_url, args.connects, pause=0.3)
+        metrics |= report.summary(out["samples_ms"], f"pool_{label}_connect", (50, 95), maximum=False)
+        metrics |= report.summary(out["ready_ms"], f"pool_{label}_ready", (50,), maximum=False)
+        details[f"pool_{label}"] = out
+    size = args.pool_backends
+    _log(f"termweb: capacity ladder {args.capacity_steps} over {size} tmux servers")
+    with TermwebServer({"TERMWEB_SHELL": shell, "TERMWEB_BACKEND_POOL_SIZE": str(size),
+                        "TERMWEB_WARM_SESSIONS": "0",
+                        "TERMWEB_MAX_TERMINALS": str(args.capacity_steps[-1] + 100),
+                        "TERMWEB_WORKER_CONNECTIONS": str(args.capacity_steps[-1] + 200)}) as server:
+        out = scenarios.capacity(
+            server.base_url, args.capacity_steps,
+            lambda: procs.memory_by_group(server.process_groups()), TermClient,
+            probe_keystrokes=args.probe_keystrokes, settle=0.5 if args.smoke else 2.0,
+            step_timeout=30.0 if args.smoke else 150.0)
+    for step in out["steps"]:
+        n = step["step"]
+        metrics |= {f"pool_capacity{n}_pss_per_terminal_mb": step["pss_per_terminal_mb"],
+                    f"pool_capacity{n}_open_s": step["open_s"],
+                    f"pool_capacity{n}_failures": step["failures"],
+                    f"pool_capacity{n}_echo_p99_ms": step["echo_p99_ms"]}
+    details["pool_capacity"] = out
+    results["notes"].append(f"termweb: pool capacity ladder over {size} tmux servers"
+                            + (f", stopped: {out['stopped']}" if out["stopped"] else ""))
 
 
 def auth_metrics(out: dict) -> dict[str, float]:

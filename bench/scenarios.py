@@ -176,7 +176,8 @@ def echo_under_load(base_url: str, keystrokes: int, load_terminals: int, loop: s
         ours.close()
 
 
-def connect_to_prompt(base_url: str, connects: int, connect: Callable = TermClient) -> dict:
+def connect_to_prompt(base_url: str, connects: int, connect: Callable = TermClient,
+                      pause: float = 0.1) -> dict:
     """Scenario 3: from starting the handshake to the first complete prompt, ``connects`` times
     for a new terminal, then ``connects`` times for an existing one (reattach).
 
@@ -202,7 +203,7 @@ def connect_to_prompt(base_url: str, connects: int, connect: Callable = TermClie
                 ready.append((term.ready_at - start) * 1000)
         finally:
             term.end()
-        time.sleep(0.1)
+        time.sleep(pause)
     reattach = []
     term = connect(base_url)
     try:

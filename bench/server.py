@@ -15,6 +15,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from termweb.pool import MAX_BACKENDS, backend_socket
 from termweb.tmux import TmuxError, TmuxServer
 
 from . import procs
@@ -200,8 +201,9 @@ class TermwebServer(LoggedServer):
                 self._end(signal.SIGQUIT)
                 procs.kill_alive(children)  # workers orphaned by a killed master
         finally:
-            # Removes the socket and the in-memory instance lock too.
-            TmuxServer(self.tmux_socket, "/bin/bash").kill_server()
+            # Removes the sockets and the in-memory instance lock too.
+            for tmux in self.backends():
+                tmux.kill_server()
             self._log.close()
             self._instance.cleanup()
 
@@ -218,12 +220,30 @@ class TermwebServer(LoggedServer):
         return done.stdout
 
     # -- what the measurements need
+    def backends(self) -> list[TmuxServer]:
+        """The pool's tmux servers whose sockets exist (the first one always)."""
+        servers = [TmuxServer(self.tmux_socket, "/bin/bash")]
+        for index in range(1, MAX_BACKENDS):
+            server = TmuxServer(backend_socket(self.tmux_socket, index), "/bin/bash")
+            if os.path.exists(server.socket_path):
+                servers.append(server)
+        return servers
+
+    def tmux_server_pids(self) -> list[int]:
+        pids = []
+        for tmux in self.backends():
+            try:
+                out = tmux.run("display", "-p", "#{pid}").strip()
+            except TmuxError:
+                continue
+            if out.isdigit():
+                pids.append(int(out))
+        return pids
+
     def tmux_server_pid(self) -> int | None:
-        try:
-            out = TmuxServer(self.tmux_socket, "/bin/bash").run("display", "-p", "#{pid}").strip()
-        except TmuxError:
-            return None
-        return int(out) if out.isdigit() else None
+        """The first backend's tmux server."""
+        pids = self.tmux_server_pids()
+        return pids[0] if pids else None
 
     def workers(self) -> list[int]:
         """The pids of gunicorn's workers now (the master's live children)."""
@@ -257,9 +277,8 @@ class TermwebServer(LoggedServer):
         clients = []
         for pid in tree:  # tmux renames itself "tmux: client"
             (clients if procs.comm(pid).startswith("tmux") else gunicorn).append(pid)
-        tmux_pid = self.tmux_server_pid()
-        tmux_server = [tmux_pid] if tmux_pid else []
-        shells = procs.descendants(tmux_pid) if tmux_pid else []
+        tmux_server = self.tmux_server_pids()  # every backend of the pool
+        shells = [pid for tmux_pid in tmux_server for pid in procs.descendants(tmux_pid)]
         return {"gunicorn": gunicorn, "attach_clients": clients, "tmux_server": tmux_server,
                 "shells": [pid for pid in shells if pid not in set(gunicorn + clients)]}
 
