@@ -114,6 +114,11 @@ class BackendMonitor:
     def _drain(self, backend: Backend) -> None:
         if backend.warm:
             self.pool.drop_warm(backend)
+        if not backend.up:  # died while draining: nothing to replace it with
+            try:
+                self.router.mark_backend_lost(backend.id)
+            except StoreUnavailable:
+                return  # retired once its sessions are recorded
         if backend.sessions == 0 or not backend.up:
             self.pool.retire(backend)
             self.last.pop(backend.id, None)
