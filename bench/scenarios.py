@@ -623,7 +623,8 @@ BULK_MARK = b"BULK-DONE-42"
 def backend_replacement(base_url: str, sessions: int, repeats: int,
                         connect: Callable = TermClient) -> dict:
     """Scenario 11 (issue #5): ``kill -9`` of the tmux server under ``sessions``
-    live terminals, ``repeats`` times.
+    live terminals, ``repeats`` times (a server with one backend: every
+    terminal is on the one killed).
 
     From just before the kill: ``lost_ms``, until every live terminal's
     socket has been told (its close frame arrived); ``replaced_ms``, until
