@@ -168,3 +168,23 @@ def test_metrics_and_backends_are_for_admins(auth_server):
     bearer = {"Authorization": f"Bearer {auth_server.token('admin')}"}
     assert value(samples(auth_server, bearer), "termweb_backend_up") == 1
     assert get(auth_server, "/readyz")[0] == 200  # for load balancers: no login
+
+
+def test_readyz_fails_while_no_tmux_server_can_run(gunicorn_factory, tmp_path):
+    """The socket's directory is replaced by a file: tmux cannot start there
+    until it is back, and readiness says so meanwhile."""
+    directory = tmp_path / "sockets"
+    directory.mkdir()
+    server = gunicorn_factory(tmux_socket=str(directory / "termweb"), health_interval_ms="300")
+    assert ready(server)[0] == 200
+    os.kill(ready(server)[1]["backends"][0]["pid"], signal.SIGKILL)
+    for leftover in directory.iterdir():
+        leftover.unlink()
+    directory.rmdir()
+    directory.write_text("not a directory")
+    wait_until(lambda: ready(server)[0] == 503, timeout=10, message="still ready without tmux")
+    assert "no tmux backend is up" in " ".join(ready(server)[1]["problems"])
+    directory.unlink()
+    directory.mkdir()
+    wait_until(lambda: ready(server)[0] == 200, timeout=10, message="not ready once tmux could run")
+    TermClient(server.url).run("echo back-$((2+3))", "back-5")
