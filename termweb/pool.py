@@ -177,7 +177,3 @@ class BackendPool:
         backend.tmux.kill_server()
         self.backends.remove(backend)
         log.info("tmux backend %s drained and stopped", backend.id)
-
-    def describe(self) -> list[dict]:
-        return [{"id": b.id, "state": b.state, "up": b.up, "pid": b.pid, "sessions": b.sessions,
-                 "warm": len(b.warm), "capacity": self.max_sessions} for b in self.backends]
