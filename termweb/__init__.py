@@ -14,6 +14,7 @@ from .sessions import SessionRouter
 from .store import StoreUnavailable, open_store
 from .health import POOL_SIZE_SETTING
 from .pool import BackendPool
+from .service import Gateway
 
 __version__ = "0.1.0"
 
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     router = SessionRouter(store, pool, run_as_users=settings.run_as == "user",
                            create_concurrency=settings.create_concurrency,
                            create_wait=settings.create_wait_ms / 1000)
-    gw = gateway.Gateway(settings, router, open_accounts(settings, store), Metrics())
+    gw = Gateway(settings, router, open_accounts(settings, store), Metrics())
     if settings.secret_key:
         app.secret_key = settings.secret_key
     elif settings.auth:
