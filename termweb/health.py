@@ -63,8 +63,10 @@ class BackendMonitor:
         return self.last[backend.id]
 
     def health(self) -> list[dict]:
-        """Every backend's latest probe (probing those never probed)."""
-        return [self.last.get(b.id) or self.probe(b) for b in list(self.pool.backends)]
+        """Every backend's latest probe (probing those never probed), with
+        its state now (a scale-down drains at once, before the next probe)."""
+        return [dict(self.last.get(b.id) or self.probe(b), state=b.state)
+                for b in list(self.pool.backends)]
 
     # -- keeping the pool ----------------------------------------------------
 

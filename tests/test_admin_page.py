@@ -3,8 +3,8 @@
 What an admin sees and does: the readiness line, the tmux backend (its real
 pid, and a new one after the server is killed), every user's sessions with
 their owners, ending another user's session; who may see the page at all; a
-failed refresh that keeps the last data; and a pool's backends (more
-fields, missing ones) rendered without fuss.
+failed refresh that keeps the last data; a pool's backends (more fields,
+missing ones) rendered without fuss; and scaling the pool from the page.
 """
 import json
 import os
@@ -258,3 +258,117 @@ def test_a_pools_backends_render_gracefully(gunicorn_server, page):
     # Several backends: each session says which one holds it.
     expect(page.locator("#sessions-table").get_by_role("columnheader", name="Backend")).to_be_visible()
     expect(page.locator(SESSIONS).locator(".backend")).not_to_have_text("—")
+
+
+def scale_form(page):
+    """The "Scale the pool" form's number input and button."""
+    form = page.get_by_role("form", name="Scale the pool")
+    return form.get_by_label("tmux servers"), form.get_by_role("button", name="Scale")
+
+
+def test_an_admin_grows_and_shrinks_the_pool(gunicorn_factory, page):
+    """Login off: everyone is the admin. Growing starts a second tmux server;
+    shrinking drains it, and having no sessions it stops."""
+    server = gunicorn_factory(health_interval_ms="200")
+    console = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.goto(server.url + "/admin")
+    wait_loaded(page)
+    rows = page.locator(BACKENDS)
+    size, scale = scale_form(page)
+    expect(rows).to_have_count(1)
+    expect(size).to_have_value("1")
+
+    size.fill("2")
+    scale.click()
+    expect(rows).to_have_count(2)
+    second_id = rows.nth(1).get_attribute("data-backend-id")
+    assert second_id.endswith("-1"), second_id
+    for row in (rows.nth(0), rows.nth(1)):
+        expect(row.locator(".state")).to_have_attribute("data-up", "true")
+        expect(row.locator(".state")).to_have_text("up")
+    expect(size).to_have_value("2")
+    second = page.locator(f'{BACKENDS}[data-backend-id="{second_id}"]')
+    expect(second.locator(".pid")).to_have_text(re.compile(r"^\d+$"))
+    second_pid = int(second.locator(".pid").text_content())
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+    # Shrinking: the second server shows as draining at once (the page's
+    # refresh after it is held here, as an empty server may stop before then)…
+    held = []
+
+    def hold(route):
+        if held is not None and route.request.method == "GET":
+            held.append(route)
+        else:
+            route.continue_()
+
+    page.route("**/api/admin/backends", hold)
+    size.fill("1")
+    scale.click()
+    expect(second.locator(".state")).to_have_attribute("data-state", "draining")
+    expect(second.locator(".badge-state")).to_have_text("draining")
+    expect(size).to_have_value("1")
+    assert held, "the refresh after scaling did not ask for the backends"
+    for route in held:
+        route.continue_()
+    held = None
+    page.unroute("**/api/admin/backends", hold)
+    # …and, having no sessions, stops and leaves the table.
+    expect(second).to_have_count(0, timeout=REFRESH_TIMEOUT_MS)
+    expect(rows).to_have_count(1)
+    expect(rows.locator(".state")).to_have_text("up")
+    expect(size).to_have_value("1")
+    assert [b["id"] for b in server.api("GET", "/api/admin/backends")[1]["backends"]] == \
+        [rows.first.get_attribute("data-backend-id")]
+    wait_until(lambda: not os.path.exists(f"/proc/{second_pid}"), timeout=5,
+               message="the drained tmux server still runs")
+    expect(page.get_by_role("alert")).to_be_hidden()
+    violations = [line for line in console if "Content Security Policy" in line or "Refused to" in line]
+    assert not violations, violations
+
+
+def refreshed(page):
+    """Refresh as the page does when its tab shows again (the focus stays put), and wait for it."""
+    before = page.locator("#updated time").get_attribute("datetime")
+    page.evaluate("() => document.dispatchEvent(new Event('visibilitychange'))")
+    page.wait_for_function("before => document.querySelector('#updated time').dateTime !== before",
+                           arg=before)
+
+
+def test_the_pool_size_keeps_what_the_admin_types_and_says_what_the_server_refuses(auth_server, page):
+    log_in(page, auth_server, "admin")
+    wait_loaded(page)
+    size, scale = scale_form(page)
+    expect(size).to_have_value("1")
+
+    # Typed into and still focused: a refresh leaves it.
+    size.fill("7")
+    refreshed(page)
+    expect(size).to_be_focused()
+    expect(size).to_have_value("7")
+    # Left alone since the last refresh: the next one shows the pool again.
+    size.blur()
+    refreshed(page)
+    expect(size).to_have_value("1")
+    # Typed into, then left: the next refresh still leaves it; the one after does not.
+    size.fill("5")
+    size.blur()
+    refreshed(page)
+    expect(size).to_have_value("5")
+    refreshed(page)
+    expect(size).to_have_value("1")
+
+    # The server's refusal, in its words; the size goes as JSON, with the page's CSRF token.
+    size.fill("65")
+    with page.expect_request(lambda r: path_of(r.url) == "/api/admin/backends"
+                             and r.method == "POST") as request:
+        scale.click()
+    token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token and request.value.headers.get("x-csrf-token") == token
+    assert request.value.post_data_json == {"size": 65}
+    expect(page.get_by_role("alert")).to_have_text(
+        "Could not scale the pool: size must be a whole number from 1 to 64.")
+    expect(page.locator(BACKENDS)).to_have_count(1)
+    expect(size).to_have_value("65")
+    assert len(auth_server.session("admin").api("GET", "/api/admin/backends")[1]["backends"]) == 1

@@ -10,6 +10,10 @@
 // Hooks for tests: backend rows are <tr data-backend-id>, session rows
 // <tr data-session-id>; the readiness line is #readiness[data-ready]; and
 // <body data-loaded="true"> is set once backends and sessions have loaded.
+//
+// "Scale the pool" (the form #scale) asks POST /api/admin/backends for a
+// number of tmux servers; the servers beyond it drain (no new terminals) and
+// stop once their last terminal ends.
 
 const REFRESH_MS = 5000;
 const SHORT_ID_LENGTH = 8;
@@ -33,6 +37,9 @@ const messageBox = document.getElementById('message');
 const readiness = document.getElementById('readiness');
 const updated = document.getElementById('updated');
 const refreshButton = document.getElementById('refresh');
+const scaleForm = document.getElementById('scale');
+const sizeInput = document.getElementById('pool-size');
+const scaleButton = scaleForm.querySelector('button[type="submit"]');
 
 const backendsPart = part('backends', 'backend-row');
 const sessionsPart = part('sessions', 'session-row');
@@ -66,10 +73,15 @@ class ApiError extends Error {
 }
 
 /** One API call; resolves to its JSON (or null), or rejects with an ApiError.
- *  `accept`: statuses besides 2xx whose body is an answer (/readyz's 503). */
-async function api(method, url, { accept = [] } = {}) {
+ *  `accept`: statuses besides 2xx whose body is an answer (/readyz's 503);
+ *  `body`: sent as JSON. */
+async function api(method, url, { accept = [], body } = {}) {
   const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
   if (method !== 'GET' && CSRF_TOKEN) init.headers['X-CSRF-Token'] = CSRF_TOKEN;
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
   let response;
   try {
     response = await fetch(url, init);
@@ -320,14 +332,116 @@ function badge(text, kind) {
 }
 
 function renderBackends(backends) {
-  const list = Array.isArray(backends) ? backends.filter((b) => b && typeof b === 'object') : [];
+  const list = expectedStates(
+    Array.isArray(backends) ? backends.filter((b) => b && typeof b === 'object') : []);
   renderRows(backendsPart, list, backendKey, fillBackend);
   const table = backendsPart.table;
   // Columns only a pool reports show once some backend has them.
   table.classList.toggle('has-warm', list.some((b) => b.warm !== undefined));
   table.classList.toggle('has-extra', [...backendsPart.tbody.rows].some((r) => r.dataset.extras !== '0'));
   backendIds = list.map((b) => b.id).filter((id) => id != null).map(String);
+  showPoolSize(list);
 }
+
+// -- scaling the pool
+
+// The states a scale has just given the backends (id -> "active" | "draining"),
+// shown until the server's data agrees or the backend is gone: until each
+// worker's next probe, the server still reports a backend's state from before
+// the scale, and an empty backend may be stopped in the very round that
+// would first report it draining.
+const EXPECTED_FOR_MS = 30000;
+let expected = new Map();
+let expectedUntil = 0;
+
+/** After a scale to `size`: the pool lists its backends in order, and keeps the first `size`. */
+function expectScale(backends, size) {
+  expected = new Map();
+  if (!Array.isArray(backends)) return;
+  backends.forEach((backend, index) => {
+    if (backend && backend.id != null) expected.set(String(backend.id), index < size ? 'active' : 'draining');
+  });
+  expectedUntil = Date.now() + EXPECTED_FOR_MS;
+}
+
+function expectedStates(list) {
+  if (expected.size === 0) return list;
+  if (Date.now() > expectedUntil) {
+    expected.clear();
+    return list;
+  }
+  const present = new Set(list.map((b) => String(b.id)));
+  for (const id of expected.keys()) if (!present.has(id)) expected.delete(id);
+  return list.map((backend) => {
+    const id = String(backend.id);
+    const state = expected.get(id);
+    if (state === undefined) return backend;
+    if (backend.state === state) {
+      expected.delete(id);
+      return backend;
+    }
+    return { ...backend, state };
+  });
+}
+
+let sizeEdited = false; // typed into since the last refresh
+let scaling = false;
+
+/** The input follows the pool, but never under the admin's fingers. */
+function showPoolSize(list) {
+  const size = list.filter((b) => b.state !== 'draining').length;
+  if (size > 0 && !sizeEdited && document.activeElement !== sizeInput) sizeInput.value = String(size);
+  sizeEdited = false;
+  sizeInput.disabled = false;
+  scaleButton.disabled = scaling;
+}
+
+async function scalePool() {
+  if (scaling) return;
+  // Not a number (empty, say) goes as null: the server says what it takes.
+  const size = Number.isFinite(sizeInput.valueAsNumber) ? sizeInput.valueAsNumber : null;
+  clearMessage('action');
+  scaling = true;
+  scaleButton.disabled = true;
+  scaleForm.setAttribute('aria-busy', 'true');
+  let data;
+  try {
+    data = await api('POST', BACKENDS_API, { body: { size } });
+  } catch (error) {
+    if (loginEnded(error)) {
+      toLogin();
+      return;
+    }
+    reportBug(error);
+    showMessage(`Could not scale the pool: ${reason(error)}.`, 'action');
+    return;
+  } finally {
+    scaling = false;
+    scaleButton.disabled = false;
+    scaleForm.setAttribute('aria-busy', 'false');
+  }
+  // The answer lists the backends: show it at once (an empty draining one
+  // may be gone by the next refresh), then refresh everything.
+  if (Array.isArray(data?.backends)) {
+    expectScale(data.backends, size);
+    sizeEdited = false;
+    try {
+      renderBackends(data.backends);
+    } catch (error) {
+      reportBug(error);
+    }
+  }
+  refresh();
+}
+
+scaleForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  scalePool();
+});
+
+sizeInput.addEventListener('input', () => {
+  sizeEdited = true;
+});
 
 // -- sessions
 
