@@ -38,12 +38,13 @@ class BackendMonitor:
         self.interval = interval
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.last: dict[str, dict] = {}  # backend id -> its latest probe
+        self._asked_at: dict[str, float] = {}  # backend id -> when that probe began
 
     # -- probing -------------------------------------------------------------
 
     def probe(self, backend: Backend) -> dict:
         """Ask a tmux server for its pid and sessions, and how long it took."""
-        started = time.perf_counter()
+        started, asked_at = time.perf_counter(), time.time()
         try:
             out = backend.tmux.run("list-sessions", "-F", "#{pid} #{session_name}",
                                    timeout=PROBE_TIMEOUT_SECONDS)
@@ -60,6 +61,7 @@ class BackendMonitor:
             "warm": len(backend.warm), "capacity": self.pool.max_sessions,
             "probeSeconds": round(time.perf_counter() - started, 6), "problem": problem,
             "checkedAt": int(time.time() * 1000)}
+        self._asked_at[backend.id] = asked_at
         return self.last[backend.id]
 
     def health(self) -> list[dict]:
@@ -92,7 +94,10 @@ class BackendMonitor:
                 pass
         backend.pid = None
         try:
-            lost = self.router.mark_backend_lost(backend.id)
+            # Only sessions older than the failed probe: another worker may
+            # have replaced the server already, and new sessions live on it.
+            lost = self.router.mark_backend_lost(backend.id,
+                                                 before=self._asked_at.get(backend.id, time.time()))
         except StoreUnavailable as exc:
             lost = 0
             log.error("could not record the lost sessions (the sweep will): %s", exc)

@@ -266,12 +266,13 @@ class SessionRouter:
         self.store.end(session_id, reason, time.time())
         self.kill(session_id, backend.id)
 
-    def mark_backend_lost(self, backend_id: str) -> int:
-        """Record every running session of a backend as lost (its tmux server
-        died); return how many."""
+    def mark_backend_lost(self, backend_id: str, before: float | None = None) -> int:
+        """Record every running session of a backend (created ``before``
+        then, if given) as lost: its tmux server died. Return how many."""
         now, lost = time.time(), 0
         for state in self.store.list(None):
-            if not state.ended and state.backend_id == backend_id:
+            if (not state.ended and state.backend_id == backend_id
+                    and (before is None or state.created_at < before)):
                 self.store.end(state.session_id, REASON_LOST, now)
                 lost += 1
         return lost
