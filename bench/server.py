@@ -155,6 +155,9 @@ class TermwebServer(LoggedServer):
         # The capacity ladder opens hundreds at once against one tmux server:
         # let them queue rather than hear `busy`.
         "TERMWEB_CREATE_WAIT_MS": "120000",
+        # Warm shells would be refilled in the middle of memory and capacity
+        # measurements; the pool group (run.termweb_pool) measures them.
+        "TERMWEB_WARM_SESSIONS": "0",
     }
 
     def __init__(self, extra_env: dict[str, str] | None = None):
