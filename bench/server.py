@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from termweb.pool import MAX_BACKENDS, backend_socket
+from termweb.pool import existing_servers
 from termweb.tmux import TmuxError, TmuxServer
 
 from . import procs
@@ -225,12 +225,8 @@ class TermwebServer(LoggedServer):
     # -- what the measurements need
     def backends(self) -> list[TmuxServer]:
         """The pool's tmux servers whose sockets exist (the first one always)."""
-        servers = [TmuxServer(self.tmux_socket, "/bin/bash")]
-        for index in range(1, MAX_BACKENDS):
-            server = TmuxServer(backend_socket(self.tmux_socket, index), "/bin/bash")
-            if os.path.exists(server.socket_path):
-                servers.append(server)
-        return servers
+        first = TmuxServer(self.tmux_socket, "/bin/bash")
+        return [first, *(tmux for _, tmux in existing_servers(self.tmux_socket, "/bin/bash", 1))]
 
     def tmux_server_pids(self) -> list[int]:
         pids = []

@@ -34,22 +34,18 @@ class ApiError(Exception):
 
 @bp.errorhandler(ApiError)
 def api_error(exc: ApiError):
-    return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
+    return auth.error_response(exc.status, exc.code, exc.message)
 
 
-@bp.errorhandler(StoreUnavailable)
-def store_unavailable(exc: StoreUnavailable):
-    log.error("%s %s: %s", request.method, request.path, exc)
-    response = jsonify(error={"code": "store_unavailable",
-                              "message": "the session store is unavailable; try again shortly"})
-    response.headers["Retry-After"] = "5"
-    return response, 503
+# The blueprint's own catch-all (internal_error) would come before the
+# app's handler, so the API names it again.
+bp.register_error_handler(StoreUnavailable, auth.store_unavailable)
 
 
 @bp.errorhandler(TmuxError)
 def backend_unavailable(exc: TmuxError):
     log.error("%s %s: tmux: %s", request.method, request.path, exc)
-    return jsonify(error={"code": "backend_unavailable", "message": str(exc)}), 503
+    return auth.error_response(503, "backend_unavailable", str(exc))
 
 
 @bp.app_errorhandler(HTTPException)
@@ -58,8 +54,7 @@ def http_error(exc: HTTPException):
     if not request.path.startswith("/api/"):
         return exc
     code = (exc.name or "error").lower().replace(" ", "_")
-    response = jsonify(error={"code": code, "message": exc.description or exc.name})
-    return response, exc.code or 500
+    return auth.error_response(exc.code or 500, code, exc.description or exc.name)
 
 
 @bp.errorhandler(Exception)
@@ -68,7 +63,7 @@ def internal_error(exc: Exception):
     if isinstance(exc, HTTPException):
         return http_error(exc)
     log.exception("%s %s failed", request.method, request.path)
-    return jsonify(error={"code": "internal_error", "message": "internal server error"}), 500
+    return auth.error_response(500, "internal_error", "internal server error")
 
 
 @bp.before_request
@@ -89,16 +84,16 @@ def sessions_page():
 
 @bp.errorhandler(Busy)
 def busy(exc: Busy):
-    response = jsonify(error={"code": "busy", "message": str(exc)})
+    response = auth.error_response(503, "busy", str(exc))
     response.headers["Retry-After"] = "1"
-    return response, 503
+    return response
 
 
 @bp.errorhandler(RateLimited)
 def rate_limited(exc: RateLimited):
-    response = jsonify(error={"code": "rate_limited", "message": exc.message})
+    response = auth.error_response(429, "rate_limited", exc.message)
     response.headers["Retry-After"] = str(exc.retry_after)
-    return response, 429
+    return response
 
 
 @bp.get("/api/sessions")
@@ -195,7 +190,7 @@ def list_backends():
     """Admins: the tmux backends, as /readyz and /metrics see them."""
     if not auth.principal().is_admin:
         raise ApiError(403, "forbidden", "only an admin may see the backends")
-    return jsonify(backends=gateway().backend_health())
+    return jsonify(backends=gateway().monitor.health())
 
 
 @bp.post("/api/admin/backends")

@@ -144,7 +144,9 @@ def _presented_token() -> str | None:
 def require_login():
     """Strangers get a login page (pages) or 401 (the API and /ws)."""
     if settings().auth and not current_app.secret_key:
-        current_app.secret_key = accounts().secret_key()  # StoreUnavailable: answered 503
+        # The session interface fetches the key (security.SessionInterface);
+        # without it no login can be read: answered 503.
+        raise StoreUnavailable("the cookie key is not loaded: the store was unavailable")
     if request.endpoint in PUBLIC_ENDPOINTS or (request.path == "/ws" and "view" in request.args):
         return None
     who = principal()
@@ -157,17 +159,18 @@ def require_login():
         try:
             validate_csrf(request.headers.get("X-CSRF-Token") or request.form.get("csrf_token"))
         except ValidationError:
-            return _error(403, "csrf_failed", "the page's CSRF token is missing or stale; reload the page")
+            return error_response(403, "csrf_failed", "the page's CSRF token is missing or stale; reload the page")
     return None
 
 
 def unauthorized(reason: str | None = None):
-    response = _error(401, "unauthorized", reason or "log in first, or send an API token")
+    response = error_response(401, "unauthorized", reason or "log in first, or send an API token")
     response.headers["WWW-Authenticate"] = 'Bearer realm="termweb"'
     return response
 
 
-def _error(status: int, code: str, message: str):
+def error_response(status: int, code: str, message: str):
+    """The JSON refusal every part of termweb answers with."""
     response = jsonify(error={"code": code, "message": message})
     response.status_code = status
     return response
@@ -250,7 +253,7 @@ def rate_limited(exc: RateLimitExceeded):
         response = _form(f"too many attempts; try again in {wait} s", 429)
         response = current_app.make_response(response)
     else:
-        response = _error(429, "rate_limited", f"too many requests ({exc.description}); "
+        response = error_response(429, "rate_limited", f"too many requests ({exc.description}); "
                                                f"try again in {wait} s")
     response.headers["Retry-After"] = str(wait)
     return response
@@ -259,6 +262,6 @@ def rate_limited(exc: RateLimitExceeded):
 @bp.app_errorhandler(StoreUnavailable)
 def store_unavailable(exc: StoreUnavailable):
     log.error("%s %s: %s", request.method, request.path, exc)
-    response = _error(503, "store_unavailable", "the session store is unavailable; try again shortly")
+    response = error_response(503, "store_unavailable", "the session store is unavailable; try again shortly")
     response.headers["Retry-After"] = "5"
     return response

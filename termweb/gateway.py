@@ -14,7 +14,7 @@ import time
 
 import gevent
 from gevent.event import Event
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
@@ -56,9 +56,7 @@ def current_user_id() -> str:
 
 def _refuse(status: int, code: str, message: str):
     log.warning("refused /ws from %s: %s", request.remote_addr, message)
-    response = jsonify(error={"code": code, "message": message})
-    response.status_code = status
-    return response
+    return auth.error_response(status, code, message)
 
 
 @bp.before_app_request

@@ -104,7 +104,7 @@ class _ScrapeTime:
                 sessions.add_metric([status], count)
         yield sessions
         yield store_up
-        health = self.gateway.backend_health()
+        health = self.gateway.monitor.health()
         labels = ["backend"]
         up = GaugeMetricFamily("termweb_backend_up", "1 if the tmux server answers", labels=labels)
         load = GaugeMetricFamily("termweb_backend_sessions", "tmux sessions on the backend", labels=labels)

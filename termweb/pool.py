@@ -39,6 +39,16 @@ def backend_socket(socket: str, index: int) -> str:
     return socket if index == 0 else f"{socket}-{index}"
 
 
+def existing_servers(socket: str, shell: str, first: int = 0) -> list[tuple[int, TmuxServer]]:
+    """The pool's tmux servers whose sockets exist, from index ``first`` on."""
+    found = []
+    for index in range(first, MAX_BACKENDS):
+        tmux = TmuxServer(backend_socket(socket, index), shell)
+        if os.path.exists(tmux.socket_path):
+            found.append((index, tmux))
+    return found
+
+
 @dataclass(eq=False)
 class Backend:
     index: int
@@ -98,10 +108,8 @@ class BackendPool:
     def discover(self) -> None:
         """Take in running servers beyond the size (left draining by a
         scale-down before a restart)."""
-        for index in range(self.size, MAX_BACKENDS):
-            path = TmuxServer(backend_socket(self.socket, index), self.shell).socket_path
-            if os.path.exists(path):
-                self._backend(index).state = DRAINING
+        for index, _ in existing_servers(self.socket, self.shell, first=self.size):
+            self._backend(index).state = DRAINING
 
     def start(self) -> None:
         for backend in self.backends:

@@ -71,11 +71,6 @@ class Gateway:
             counts[derived_status(state, self.settings.idle_after, now)] += 1
         return counts
 
-    def backend_health(self) -> list[dict]:
-        """Each tmux backend: does it answer, how fast, how full (the
-        monitor's latest probes)."""
-        return self.monitor.health()
-
     def _watch_credentials(self) -> None:
         """Close connections whose credential ended since they opened: a
         revoked share link or API token, a removed user, a changed password."""

@@ -38,7 +38,7 @@ def readyz():
         gw.router.store.ping()
     except StoreUnavailable as exc:
         problems.append(str(exc))
-    backends = gw.backend_health()
+    backends = gw.monitor.health()
     if not any(b["up"] and b.get("state") == "active" and b["sessions"] < b["capacity"]
                for b in backends):
         problems.append("no tmux backend is up with room for another session")
@@ -50,7 +50,7 @@ def readyz():
 def metrics():
     """Prometheus metrics: for admins, or API tokens of admins (auth off: anyone)."""
     if not auth.principal().is_admin:
-        return jsonify(error={"code": "forbidden", "message": "metrics are for admins"}), 403
+        return auth.error_response(403, "forbidden", "metrics are for admins")
     gw = current_app.extensions["termweb"]
     body, content_type = gw.metrics.scrape(gw)
     return Response(body, content_type=content_type)

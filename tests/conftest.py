@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.server import RedisServer
-from termweb.pool import MAX_BACKENDS, backend_socket
+from termweb.pool import existing_servers
 from termweb.tmux import TmuxServer
 
 from .helpers import HttpSession, TermClient, free_port, wait_until
@@ -65,14 +65,20 @@ class GunicornServer:
     log_path: Path
     env: dict[str, str]
 
+    def wait_started(self, timeout: float = 20) -> None:
+        wait_until(lambda: answers(self.url + "/healthz") or self.process.poll() is not None,
+                   timeout=timeout, message="gunicorn did not come up")
+        assert self.process.poll() is None, f"gunicorn exited:\n{self.log}"
+
+    def stop(self) -> None:
+        """Stop gunicorn and every tmux server of its pool."""
+        stop_process(self.process)
+        for backend in self.backends():
+            backend.kill_server()
+
     def backends(self) -> list[TmuxServer]:
         """The pool's tmux servers that exist: the first, and <socket>-1… after it."""
-        servers = [self.tmux]
-        for index in range(1, MAX_BACKENDS):
-            server = TmuxServer(backend_socket(self.tmux.socket, index), TEST_SHELL)
-            if os.path.exists(server.socket_path):
-                servers.append(server)
-        return servers
+        return [self.tmux, *(tmux for _, tmux in existing_servers(self.tmux.socket, TEST_SHELL, 1))]
 
     def cli(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
         """Run `termweb …` against this server's store."""
@@ -134,7 +140,8 @@ def child_pids(pid: int) -> list[int]:
     return [int(child) for child in out.split()]
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             return response.status == 200
@@ -165,40 +172,40 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
+def launch(workdir: Path, **settings: str) -> GunicornServer:
+    """Start termweb under gunicorn in ``workdir`` with extra TERMWEB_*
+    settings; `GunicornServer.wait_started` waits for it, `stop` ends it."""
+    port = free_port()
+    socket_name = settings.pop("tmux_socket", None) or f"termweb-test-{uuid.uuid4().hex[:12]}"
+    tmux = TmuxServer(socket_name, TEST_SHELL)
+    home = workdir / "home"  # shells start fast and keep their history here
+    home.mkdir(parents=True)
+    # Login is off unless a test turns it on (auth="on"): most tests are
+    # about terminals, and the auth tests say so.
+    # No warm sessions either unless asked for: tests count tmux sessions.
+    env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
+           "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home), "TERMWEB_AUTH": "off",
+           "TERMWEB_WARM_SESSIONS": "0",
+           "TERMWEB_INSTANCE_PATH": str(workdir / "instance"),
+           **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
+    process = start_gunicorn(workdir, env)
+    return GunicornServer(f"http://127.0.0.1:{port}", port, process, tmux, workdir / "gunicorn.log", env)
+
+
 @pytest.fixture
 def gunicorn_factory(tmp_path):
     """Start termweb under gunicorn with extra TERMWEB_* settings; all are stopped after the test."""
     started: list[GunicornServer] = []
 
     def start(**settings: str) -> GunicornServer:
-        port = free_port()
-        socket_name = settings.pop("tmux_socket", None) or f"termweb-test-{uuid.uuid4().hex[:12]}"
-        tmux = TmuxServer(socket_name, TEST_SHELL)
-        workdir = tmp_path / f"gunicorn-{len(started)}"
-        home = workdir / "home"  # shells start fast and keep their history here
-        home.mkdir(parents=True)
-        # Login is off unless a test turns it on (auth="on"): most tests are
-        # about terminals, and the auth tests say so.
-        # No warm sessions either unless asked for: tests count tmux sessions.
-        env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket,
-               "TERMWEB_SHELL": TEST_SHELL, "HOME": str(home), "TERMWEB_AUTH": "off",
-               "TERMWEB_WARM_SESSIONS": "0",
-               "TERMWEB_INSTANCE_PATH": str(workdir / "instance"),
-               **{f"TERMWEB_{k.upper()}": str(v) for k, v in settings.items()}}
-        process = start_gunicorn(workdir, env)
-        server = GunicornServer(f"http://127.0.0.1:{port}", port, process, tmux,
-                                workdir / "gunicorn.log", env)
+        server = launch(tmp_path / f"gunicorn-{len(started)}", **settings)
         started.append(server)
-        wait_until(lambda: _answers(server.url + "/healthz") or process.poll() is not None,
-                   timeout=20, message="gunicorn did not come up")
-        assert process.poll() is None, f"gunicorn exited:\n{server.log}"
+        server.wait_started()
         return server
 
     yield start
     for server in started:
-        stop_process(server.process)
-        for backend in server.backends():
-            backend.kill_server()
+        server.stop()
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ import pytest
 from termweb.config import Settings
 from termweb.tmux import CLIENT_TERM, CONF_PATH, TmuxServer, clean_environment
 
+from .conftest import ROOT, answers, child_pids, stop_process
 from .helpers import free_port, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 TMUX_TEMPLATE = DEPLOY / "termweb-tmux@.service"
 WEB_UNIT = DEPLOY / "termweb.service"
@@ -374,20 +374,6 @@ def test_the_tmux_units_commands_start_and_stop_termweb_tmux(tmp_path, socket_na
     run_command(service, "ExecStartPre", env)
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> set[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout
-    return {int(child) for child in out.split()}
-
-
 def _api(url: str, method: str = "GET", body: bytes | None = None) -> dict:
     request = urllib.request.Request(url, data=body, method=method,
                                      headers={"Content-Type": "application/json"} if body else {})
@@ -419,7 +405,7 @@ def test_restarting_the_web_unit_keeps_the_tmux_units_server_and_shells(tmp_path
         log = (tmp_path / "gunicorn.log").open("a")
         process = subprocess.Popen(expand(start_words, web_env), cwd=cwd, env=web_env,
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: _answers(url + "/healthz") or process.poll() is not None, timeout=30)
+        wait_until(lambda: answers(url + "/healthz") or process.poll() is not None, timeout=30)
         assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
         return process
 
@@ -445,10 +431,10 @@ def test_restarting_the_web_unit_keeps_the_tmux_units_server_and_shells(tmp_path
         assert shell_pid
 
         # systemctl reload termweb: ExecReload with $MAINPID.
-        workers = _children(web.pid)
+        workers = set(child_pids(web.pid))
         _, reload_words = one_command(web_service, "ExecReload")
         subprocess.run(expand(reload_words, {"MAINPID": str(web.pid)}), check=True, timeout=10)
-        wait_until(lambda: (_children(web.pid) - workers) and _answers(url + "/healthz"),
+        wait_until(lambda: (set(child_pids(web.pid)) - workers) and answers(url + "/healthz"),
                    timeout=30, message="no new worker after ExecReload")
         assert server_pids(socket_name) == tmux_pid
 
@@ -462,10 +448,4 @@ def test_restarting_the_web_unit_keeps_the_tmux_units_server_and_shells(tmp_path
         listed = {s["sessionId"] for s in _api(url + "/api/sessions")["sessions"]}
         assert session_id in listed
     finally:
-        if web.poll() is None:
-            web.send_signal(signal.SIGQUIT)
-            try:
-                web.wait(15)
-            except subprocess.TimeoutExpired:
-                web.kill()
-                web.wait(5)
+        stop_process(web)

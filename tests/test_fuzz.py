@@ -46,8 +46,6 @@ import os
 import re
 import threading
 import time
-import urllib.request
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -59,8 +57,8 @@ from hypothesis import strategies as st
 
 from termweb.tmux import TmuxError, TmuxServer
 
-from .conftest import ROOT, TEST_SHELL, GunicornServer, PASSWORDS, start_gunicorn, stop_process
-from .helpers import Closed, HttpSession, TermClient, free_port, wait_until
+from .conftest import PASSWORDS, ROOT, GunicornServer, answers, launch
+from .helpers import Closed, HttpSession, TermClient, wait_until
 
 MALLORY_PASSWORD = "mallory-pass-1234"
 MAX_MESSAGE = 64 * 1024  # TERMWEB_MAX_MESSAGE_BYTES: oversize frames stay cheap to send
@@ -363,33 +361,16 @@ class Attacker:
             self.client = None
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def fz(tmp_path_factory, request):
-    workdir = tmp_path_factory.mktemp("fuzz")
-    home = workdir / "home"
-    home.mkdir()
-    port = free_port()
-    tmux = TmuxServer(f"termweb-test-{uuid.uuid4().hex[:12]}", TEST_SHELL)
-    env = {"TERMWEB_PORT": str(port), "TERMWEB_TMUX_SOCKET": tmux.socket, "TERMWEB_SHELL": TEST_SHELL,
-           "HOME": str(home), "TERMWEB_AUTH": "on", "TERMWEB_INSTANCE_PATH": str(workdir / "instance"),
-           # Most creations should exercise real paths, not the rate limit.
-           "TERMWEB_CREATE_RATE": "10000/minute", "TERMWEB_MAX_MESSAGE_BYTES": str(MAX_MESSAGE)}
     started = time.monotonic()
-    process = start_gunicorn(workdir, env)
-    server = GunicornServer(f"http://127.0.0.1:{port}", port, process, tmux, workdir / "gunicorn.log", env)
+    # Most creations should exercise real paths, not the rate limit.
+    server = launch(tmp_path_factory.mktemp("fuzz"), auth="on", create_rate="10000/minute",
+                    max_message_bytes=str(MAX_MESSAGE))
+    tmux = server.tmux
     fuzz = None
     try:
-        wait_until(lambda: _answers(server.url + "/healthz") or process.poll() is not None,
-                   timeout=30, message="gunicorn did not come up")
-        assert process.poll() is None, f"gunicorn exited:\n{server.log}"
+        server.wait_started(timeout=30)
         server.add_user("alice", PASSWORDS["alice"])
         server.add_user("mallory", MALLORY_PASSWORD)
         alice = server.session("alice")
@@ -422,8 +403,7 @@ def fz(tmp_path_factory, request):
             fuzz.victim.close()
             if fuzz.attacker is not None:
                 fuzz.attacker.dropped()
-        stop_process(process)
-        tmux.kill_server()
+        server.stop()
         _summary(request, time.monotonic() - started, fuzz)
 
 
@@ -1059,7 +1039,7 @@ def test_zz_worker_and_victim_survived(fz):
     """The worker never restarted, alice's terminal and listing are as they were,
     and the server logged no traceback."""
     assert fz.server.worker_pids() == fz.pids, "a gunicorn worker died or was replaced"
-    assert _answers(fz.server.url + "/healthz")
+    assert answers(fz.server.url + "/healthz")
     fz.check_victim("at the end")
     fz.reader.halt()
     assert fz.reader.closed is None, f"alice's connection ended: {fz.reader.closed!r}"

@@ -15,6 +15,8 @@
 // number of tmux servers; the servers beyond it drain (no new terminals) and
 // stop once their last terminal ends.
 
+import { ApiError, MessageArea, api, capitalize, relativeTime, toLogin } from './pagekit.js';
+
 const REFRESH_MS = 5000;
 const SHORT_ID_LENGTH = 8;
 const TITLE = 'Admin · termweb';
@@ -26,14 +28,13 @@ const READYZ = document.body.dataset.readyz || '/readyz';
 const ME_API = document.body.dataset.me || '/api/me';
 const LOGIN_URL = document.body.dataset.login || null;
 // Sent with every state-changing call (the server refuses them without it).
-const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]')?.content || '';
 
 // The fields of a backend that have a column of their own.
 const BACKEND_COLUMNS = new Set(['id', 'up', 'state', 'pid', 'sessions', 'capacity', 'warm',
   'probeSeconds', 'checkedAt', 'problem']);
 
 const heading = document.querySelector('h1');
-const messageBox = document.getElementById('message');
+const messages = new MessageArea(document.getElementById('message'));
 const readiness = document.getElementById('readiness');
 const updated = document.getElementById('updated');
 const refreshButton = document.getElementById('refresh');
@@ -64,46 +65,6 @@ const clock = new Intl.DateTimeFormat(undefined, { timeStyle: 'medium' });
 let me = document.body.dataset.user || null; // the admin's own user name
 let backendIds = []; // the backends last shown, for the sessions' Backend column
 
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** One API call; resolves to its JSON (or null), or rejects with an ApiError.
- *  `accept`: statuses besides 2xx whose body is an answer (/readyz's 503);
- *  `body`: sent as JSON. */
-async function api(method, url, { accept = [], body } = {}) {
-  const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
-  if (method !== 'GET' && CSRF_TOKEN) init.headers['X-CSRF-Token'] = CSRF_TOKEN;
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  let response;
-  try {
-    response = await fetch(url, init);
-  } catch {
-    throw new ApiError(0, 'network_error', 'the server cannot be reached');
-  }
-  let data = null;
-  if (response.status !== 204) {
-    try {
-      data = await response.json();
-    } catch {
-      // Not JSON (a proxy's error page, say): the status line will do.
-    }
-  }
-  if (!response.ok && !(accept.includes(response.status) && data)) {
-    const error = (data && data.error) || {};
-    throw new ApiError(response.status, error.code || `http_${response.status}`,
-      error.message || `HTTP ${response.status} ${response.statusText}`.trim());
-  }
-  return data;
-}
-
 /** Why a call failed, as the end of a sentence. */
 function reason(error) {
   if (!(error instanceof ApiError)) return `something went wrong (${error.message || error})`;
@@ -123,37 +84,6 @@ function reportBug(error) {
   else console.error(error);
 }
 
-function capitalize(text) {
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
-// -- the message area: a failed refresh ('load') clears itself on the next
-// good one; a failed action ('action') stays until the next action.
-
-let messageKind = null;
-
-function showMessage(text, kind) {
-  messageKind = kind;
-  messageBox.dataset.kind = kind;
-  // Rewriting the same text would make screen readers announce it again.
-  if (messageBox.textContent !== text) messageBox.textContent = text;
-  messageBox.hidden = false;
-}
-
-function clearMessage(kind) {
-  if (messageKind === null || (kind && kind !== messageKind)) return;
-  messageKind = null;
-  messageBox.hidden = true;
-  messageBox.textContent = '';
-}
-
-/** The login has ended (another tab logged out, it expired): log in again, then come back here. */
-function toLogin() {
-  const url = new URL(LOGIN_URL, window.location.href);
-  url.searchParams.set('next', window.location.pathname + window.location.search);
-  window.location.assign(url.href);
-}
-
 function loginEnded(error) {
   return error instanceof ApiError && error.status === 401 && LOGIN_URL;
 }
@@ -165,16 +95,6 @@ function shortId(id) {
 }
 
 const isNumber = (value) => typeof value === 'number' && Number.isFinite(value);
-
-/** "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago". */
-function relativeTime(ms, now) {
-  const seconds = Math.max(0, Math.floor((now - ms) / 1000));
-  if (seconds < 1) return 'just now';
-  if (seconds < 60) return `${seconds} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
-  return `${Math.floor(seconds / 86400)} d ago`;
-}
 
 /** A <time> with a relative text and the full time as its title; "—" without a time. */
 function setTime(element, ms, now) {
@@ -400,7 +320,7 @@ async function scalePool() {
   if (scaling) return;
   // Not a number (empty, say) goes as null: the server says what it takes.
   const size = Number.isFinite(sizeInput.valueAsNumber) ? sizeInput.valueAsNumber : null;
-  clearMessage('action');
+  messages.clear('action');
   scaling = true;
   scaleButton.disabled = true;
   scaleForm.setAttribute('aria-busy', 'true');
@@ -409,11 +329,11 @@ async function scalePool() {
     data = await api('POST', BACKENDS_API, { body: { size } });
   } catch (error) {
     if (loginEnded(error)) {
-      toLogin();
+      toLogin(LOGIN_URL);
       return;
     }
     reportBug(error);
-    showMessage(`Could not scale the pool: ${reason(error)}.`, 'action');
+    messages.show(`Could not scale the pool: ${reason(error)}.`, 'action');
     return;
   } finally {
     scaling = false;
@@ -557,7 +477,7 @@ async function refresh() {
     });
 
     if (failures.some((f) => loginEnded(f.error))) {
-      toLogin();
+      toLogin(LOGIN_URL);
       return;
     }
     const readinessFailed = failures.some((f) => f.what === 'readiness');
@@ -566,9 +486,9 @@ async function refresh() {
       readiness.querySelector('.readiness-text').textContent = 'Readiness unknown';
     }
     if (failures.length) {
-      showMessage(failureText(failures), 'load');
+      messages.show(failureText(failures), 'load');
     } else {
-      clearMessage('load');
+      messages.clear('load');
       showUpdated();
     }
     if (everLoaded.backends && everLoaded.sessions) document.body.dataset.loaded = 'true';
@@ -626,14 +546,14 @@ async function endSession(row, button) {
   const label = `terminal ${shortId(sessionId)}`;
   const whose = owner === me ? 'your' : `${owner || 'an unknown user'}'s`;
   if (!window.confirm(`End ${whose} ${label}? The programs running in it will be stopped.`)) return;
-  clearMessage('action');
+  messages.clear('action');
   button.disabled = true;
   row.classList.add('ending');
   try {
     await api('DELETE', `${SESSIONS_API}/${encodeURIComponent(sessionId)}`);
   } catch (error) {
     if (loginEnded(error)) {
-      toLogin();
+      toLogin(LOGIN_URL);
       return;
     }
     // Already gone is what was asked for.
@@ -641,7 +561,7 @@ async function endSession(row, button) {
       button.disabled = false;
       row.classList.remove('ending');
       reportBug(error);
-      showMessage(`Could not end ${whose} ${label}: ${reason(error)}.`, 'action');
+      messages.show(`Could not end ${whose} ${label}: ${reason(error)}.`, 'action');
       return;
     }
   }

@@ -7,6 +7,8 @@
 // data-status, the list is in #sessions, and <body data-loaded="true"> is set
 // after the first successful load.
 
+import { ApiError, MessageArea, api, capitalize, relativeTime, toLogin } from './pagekit.js';
+
 const REFRESH_MS = 5000;
 const SHORT_ID_LENGTH = 8;
 const TITLE = 'Terminals · termweb';
@@ -17,8 +19,6 @@ const SHARES = document.body.dataset.shares === 'true';
 const LOGIN_URL = document.body.dataset.login || null;
 const ME = document.body.dataset.user || null;
 // Sent with every state-changing call (the server refuses them without it).
-const CSRF_TOKEN = document.querySelector('meta[name="csrf-token"]')?.content || '';
-
 const heading = document.querySelector('h1');
 const section = document.getElementById('sessions');
 const loading = document.getElementById('loading');
@@ -26,51 +26,13 @@ const table = document.getElementById('sessions-table');
 const tbody = table.tBodies[0];
 const emptyState = document.getElementById('empty');
 const headerNewButton = document.getElementById('new-terminal');
-const messageBox = document.getElementById('message');
+const messages = new MessageArea(document.getElementById('message'));
 const rowTemplate = document.getElementById('session-row');
 const allUsersToggle = document.getElementById('all-users'); // admins only
 
 const fullTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
 const shortTime = new Intl.DateTimeFormat(undefined, { timeStyle: 'short' });
 const shortDateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/** One API call; resolves to {response, data} or rejects with an ApiError. */
-async function api(method, url, body) {
-  const init = { method, headers: { Accept: 'application/json' }, cache: 'no-store' };
-  if (method !== 'GET' && CSRF_TOKEN) init.headers['X-CSRF-Token'] = CSRF_TOKEN;
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  let response;
-  try {
-    response = await fetch(url, init);
-  } catch {
-    throw new ApiError(0, 'network_error', 'the server cannot be reached');
-  }
-  let data = null;
-  if (response.status !== 204) {
-    try {
-      data = await response.json();
-    } catch {
-      // Not JSON (a proxy's error page, say): the status line will do.
-    }
-  }
-  if (!response.ok) {
-    const error = (data && data.error) || {};
-    throw new ApiError(response.status, error.code || `http_${response.status}`,
-      error.message || `HTTP ${response.status} ${response.statusText}`.trim());
-  }
-  return { response, data };
-}
 
 /** Why a call failed, as the end of a sentence. */
 function reason(error) {
@@ -82,66 +44,25 @@ function reason(error) {
   }
 }
 
-function capitalize(text) {
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
-// -- the message area: a failed refresh ('load') clears itself on the next
-// good one; a failed action ('action') stays until the next action.
-
-let messageKind = null;
-
-function showMessage(text, kind) {
-  messageKind = kind;
-  messageBox.dataset.kind = kind;
-  // Rewriting the same text would make screen readers announce it again.
-  if (messageBox.textContent !== text) messageBox.textContent = text;
-  messageBox.hidden = false;
-}
-
-function clearMessage(kind) {
-  if (messageKind === null || (kind && kind !== messageKind)) return;
-  messageKind = null;
-  messageBox.hidden = true;
-  messageBox.textContent = '';
-}
-
-/** The login has ended (another tab logged out, it expired): log in again, then come back here. */
-function toLogin() {
-  const url = new URL(LOGIN_URL, window.location.href);
-  url.searchParams.set('next', window.location.pathname + window.location.search);
-  window.location.assign(url.href);
-}
-
 function failed(error, kind, text) {
   if (error instanceof ApiError && error.status === 401 && LOGIN_URL) {
-    toLogin();
+    toLogin(LOGIN_URL);
     return;
   }
   if (!(error instanceof ApiError)) {
     // A bug of this page, not a server answer: say so and report it.
-    showMessage(`Something went wrong: ${error.message || error}`, kind);
+    messages.show(`Something went wrong: ${error.message || error}`, kind);
     if (window.reportError) window.reportError(error);
     else console.error(error);
     return;
   }
-  showMessage(text, kind);
+  messages.show(text, kind);
 }
 
 // -- formatting
 
 function shortId(sessionId) {
   return sessionId.slice(0, SHORT_ID_LENGTH);
-}
-
-/** "just now", "12 s ago", "5 min ago", "3 h ago", "2 d ago". */
-function relativeTime(ms, now) {
-  const seconds = Math.max(0, Math.floor((now - ms) / 1000));
-  if (seconds < 1) return 'just now';
-  if (seconds < 60) return `${seconds} s ago`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
-  return `${Math.floor(seconds / 86400)} d ago`;
 }
 
 /** A time of today as "14:03", an older one with its date. */
@@ -249,10 +170,10 @@ async function refresh() {
   timer = null;
   const mine = ++generation;
   try {
-    const { data } = await api('GET', listingAll() ? `${API}?all=1` : API);
+    const data = await api('GET', listingAll() ? `${API}?all=1` : API);
     if (mine !== generation) return;
     render(data.sessions);
-    clearMessage('load');
+    messages.clear('load');
     document.body.dataset.loaded = 'true';
   } catch (error) {
     if (mine !== generation) return;
@@ -283,7 +204,7 @@ async function endSession(row, button) {
   const sessionId = row.dataset.sessionId;
   const label = `terminal ${shortId(sessionId)}`;
   if (!window.confirm(`End ${label}? The programs running in it will be stopped.`)) return;
-  clearMessage('action');
+  messages.clear('action');
   button.disabled = true;
   row.classList.add('ending');
   try {
@@ -313,11 +234,11 @@ function setStarting(starting) {
 }
 
 async function newTerminal() {
-  clearMessage('action');
+  messages.clear('action');
   setStarting(true);
   try {
-    const { response, data } = await api('POST', API, {});
-    window.location.assign(response.headers.get('Location') || data.session.url);
+    const data = await api('POST', API, { body: {} });
+    window.location.assign(data.session.url);
   } catch (error) {
     setStarting(false);
     failed(error, 'action', `Could not start a new terminal: ${reason(error)}.`);
@@ -352,7 +273,7 @@ function showShareCount(row, count) {
 
 async function loadShareCount(row) {
   try {
-    const { data } = await api('GET', sharesUrl(row.dataset.sessionId));
+    const data = await api('GET', sharesUrl(row.dataset.sessionId));
     showShareCount(row, data.shares.length);
   } catch {
     // Not known (someone else's terminal, a store hiccup): no count shown.
@@ -367,7 +288,7 @@ function shareMessage(text) {
 
 function shareFailed(error, text) {
   if (error instanceof ApiError && error.status === 401 && LOGIN_URL) {
-    toLogin();
+    toLogin(LOGIN_URL);
     return;
   }
   if (!(error instanceof ApiError)) {
@@ -401,7 +322,7 @@ function showSharesTotal(sessionId, count) {
 
 async function loadShares(sessionId) {
   try {
-    const { data } = await api('GET', sharesUrl(sessionId));
+    const data = await api('GET', sharesUrl(sessionId));
     if (shareSession === sessionId) renderShares(sessionId, data.shares);
   } catch (error) {
     if (shareSession === sessionId) shareFailed(error, `Could not list the links: ${reason(error)}.`);
@@ -425,7 +346,7 @@ async function openShares(row, { create }) {
   shareDialog.showModal();
   if (create) {
     try {
-      const { data } = await api('POST', sharesUrl(sessionId), {});
+      const data = await api('POST', sharesUrl(sessionId), { body: {} });
       if (shareSession !== sessionId) return;
       newShareId = data.share.id;
       showNewLink(new URL(data.share.url, window.location.origin).href);
