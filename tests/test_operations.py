@@ -145,9 +145,13 @@ def test_metrics_add_up_across_workers_and_move(gunicorn_factory, redis_server, 
     assert value(during, "termweb_output_bytes_total") > value(before, "termweb_output_bytes_total")
     assert value(during, "termweb_echo_rtt_seconds_count") >= 1
     assert value(during, "termweb_backend_up") == 1 and value(during, "termweb_store_up") == 1
-    rss_pids = {dict(labels)["pid"] for (name, labels) in during
+    # Every worker reports its memory once it runs (the second may still be
+    # booting when the first has served all three terminals).
+    def rss_pids() -> set[str]:
+        return {dict(labels)["pid"] for (name, labels) in samples(server)
                 if name == "termweb_worker_resident_memory_bytes"}
-    assert rss_pids == {str(pid) for pid in server.worker_pids()}
+    wait_until(lambda: rss_pids() == {str(pid) for pid in server.worker_pids()}, timeout=10,
+               message=lambda: f"RSS reported by {rss_pids()}, workers {server.worker_pids()}")
 
     for t in clients:
         t.close()
